@@ -1,0 +1,6 @@
+//! srtp-edge: an encrypted-only SIP-TLS / SRTP edge daemon.
+//!
+//! The protocol logic (SIP, SDP, SRTP, DTLS, the ng control protocol and the fork protocol) lives
+//! in pure, sans-IO modules that are tested with RFC vectors; sockets, timers and tasks live in a
+//! thin IO layer around them. See `DESIGN.md` in the shared design folder for the whole picture.
+#![forbid(unsafe_op_in_unsafe_fn)]
