@@ -4,4 +4,11 @@
 //! in pure, sans-IO modules that are tested with RFC vectors; sockets, timers and tasks live in a
 //! thin IO layer around them. See `DESIGN.md` in the shared design folder for the whole picture.
 #![forbid(unsafe_op_in_unsafe_fn)]
+pub mod admin;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod redact;
 pub mod srtp;
+pub mod tls;

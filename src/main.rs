@@ -1,5 +1,183 @@
-//! The `srtp-edge` binary: command line, configuration and the IO shell around the library.
+//! The `srtp-edge` binary: command line, start-up, signals. Protocol decisions live in the
+//! library; this file only wires configuration, sockets and tasks together.
 
-fn main() {
-    println!("srtp-edge {}", env!("CARGO_PKG_VERSION"));
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use srtp_edge::config::{CertSource, Config};
+use srtp_edge::{admin, metrics, notify, tls};
+
+/// An encrypted-only SIP-TLS / SRTP edge: anchors call media, relays SRTP with per-leg keys,
+/// refuses plain RTP, and forks call audio to AI backends over WSS.
+#[derive(Parser)]
+#[command(name = "srtp-edge", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (on the embedded loopback-only default when no -c is given).
+    Run {
+        /// Configuration file (TOML); keys left out take their default.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit: 0 if valid, 2 with one line per problem if not.
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// Exit code for configuration errors.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for start-up failures (a port in use, an unwritable state directory...).
+const EXIT_START: u8 = 1;
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    let result = match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::embedded_default()),
+    };
+    result.map_err(|errs| {
+        for e in &errs.0 {
+            eprintln!("srtp-edge: config: {e}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match load(Some(&config)) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { config } => {
+            let cfg = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            srtp_edge::logging::init(&cfg.log);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("srtp-edge-io")
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("srtp-edge: cannot start the runtime: {e}");
+                    return ExitCode::from(EXIT_START);
+                }
+            };
+            match rt.block_on(run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("srtp-edge: {e}");
+                    ExitCode::from(EXIT_START)
+                }
+            }
+        }
+    }
+}
+
+async fn run(cfg: Config) -> Result<(), String> {
+    let cfg = Arc::new(cfg);
+    tls::certs::ensure_state_dir(&cfg.state_dir)?;
+    if cfg.tls.cert == CertSource::Generated {
+        let (paths, fresh) =
+            tls::certs::ensure_generated(&cfg.state_dir, &cfg.tls.generated_names)?;
+        if fresh {
+            tracing::info!(ca = %paths.ca_cert.display(), "generated a self-signed CA and server certificate");
+        }
+    }
+    let provider = tls::crypto_provider(cfg.tls.min_version);
+    let store = tls::CertStore::load(
+        tls::CertPaths::for_config(&cfg.tls, &cfg.state_dir),
+        provider,
+    )
+    .map_err(|e| e.to_string())?;
+    let prom = metrics::install();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    ::metrics::gauge!(metrics::START_TIME).set(start);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    if !cfg.admin.listen.is_empty() {
+        let (token, token_path) =
+            admin::Token::load_or_generate(cfg.admin.token_file.as_deref(), &cfg.state_dir)?;
+        tracing::info!(file = %token_path.display(), "admin bearer token file");
+        let state = Arc::new(admin::AdminState {
+            token,
+            metrics: prom.clone(),
+            posture: admin::posture_text(&cfg),
+        });
+        let tls_cfg = tls::server_config(cfg.tls.min_version, store.clone(), &[b"http/1.1"])
+            .map_err(|e| e.to_string())?;
+        for (i, addr) in cfg.admin.listen.iter().enumerate() {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("admin.listen[{i}] {addr}: {e}"))?;
+            tracing::info!(%addr, "admin HTTPS listening");
+            tasks.push(tokio::spawn(admin::serve(
+                l,
+                tls_cfg.clone(),
+                state.clone(),
+                stop_rx.clone(),
+            )));
+        }
+    }
+
+    notify::notify("READY=1");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "srtp-edge started");
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(|e| format!("cannot install signal handler: {e}"));
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut hup = sig(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                notify::notify("RELOADING=1");
+                match store.reload() {
+                    Ok(()) => {
+                        ::metrics::counter!(metrics::CERT_RELOADS, "result" => "ok").increment(1);
+                        tracing::info!("certificates reloaded");
+                    }
+                    Err(e) => {
+                        ::metrics::counter!(metrics::CERT_RELOADS, "result" => "failed").increment(1);
+                        tracing::error!(error = %e, "certificate reload failed; keeping the previous certificate");
+                    }
+                }
+                notify::notify("READY=1");
+            }
+        }
+    }
+    notify::notify("STOPPING=1");
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

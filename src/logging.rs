@@ -1,0 +1,30 @@
+//! Log output: `tracing` with a human or JSON format, level from the config (or `SRTP_EDGE_LOG`),
+//! and redaction switched on before the first line is written.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber. Lines go to stderr, which journald captures under systemd
+/// (timestamps are then left to journald).
+pub fn init(cfg: &LogConfig) {
+    crate::redact::set_enabled(cfg.redact);
+    let directive = std::env::var("SRTP_EDGE_LOG").unwrap_or_else(|_| cfg.level.clone());
+    let filter = EnvFilter::builder()
+        .parse(&directive)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let result = match (cfg.format, under_journald) {
+        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
+        (LogFormat::Human, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Human, false) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+    // A second init (tests) keeps the first subscriber.
+    let _ = result;
+}
