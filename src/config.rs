@@ -666,12 +666,12 @@ impl Validator {
         out
     }
 
-    fn port(&mut self, key: &str, v: i64) -> u16 {
+    fn port(&mut self, key: &str, v: i64) -> Option<u16> {
         match u16::try_from(v) {
-            Ok(p) if p > 0 => p,
+            Ok(p) if p > 0 => Some(p),
             _ => {
                 self.err(key, format!("port {v} is out of range (1-65535)"));
-                1
+                None
             }
         }
     }
@@ -699,9 +699,12 @@ impl Validator {
     }
 
     fn media(&mut self, raw: RawMedia) -> MediaConfig {
-        let port_min = self.port("media.port_min", raw.port_min);
-        let port_max = self.port("media.port_max", raw.port_max);
-        if port_min > port_max {
+        let min = self.port("media.port_min", raw.port_min);
+        let max = self.port("media.port_max", raw.port_max);
+        let (port_min, port_max) = (min.unwrap_or(1), max.unwrap_or(1));
+        if min.is_none() || max.is_none() {
+            // Already reported; comparing fallback values would only add noise.
+        } else if port_min > port_max {
             self.err(
                 "media.port_max",
                 format!("{port_max} is below media.port_min ({port_min})"),
