@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod logging;
+pub mod media;
 pub mod metrics;
 pub mod notify;
 pub mod redact;
