@@ -11,5 +11,6 @@ pub mod media;
 pub mod metrics;
 pub mod notify;
 pub mod redact;
+pub mod sip;
 pub mod srtp;
 pub mod tls;

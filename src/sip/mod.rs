@@ -1,0 +1,28 @@
+//! The SIP message layer: a strict parser and serializer over bytes, stream framing for SIP over
+//! TLS, and request validation with the statuses RFC 3261 and RFC 4475 ask for. Pure functions,
+//! no IO: the transport and the B2BUA are built on top of it.
+//!
+//! Typical use on a connection: [`framing::Framer`] cuts frames; [`message::Message::parse`] turns
+//! one into a request or response (or a [`error::ParseError`] whose `reply()` is the 400/505 to
+//! send); [`validate::inspect`] decides 400/416/420/483/...; [`message::Request::reply`] builds
+//! responses.
+
+pub mod error;
+pub mod framing;
+pub mod header;
+pub mod message;
+pub mod method;
+pub mod name_addr;
+pub mod response;
+pub mod scan;
+pub mod typed;
+pub mod uri;
+pub mod validate;
+pub mod via;
+
+pub use error::ParseError;
+pub use framing::{Frame, FrameError, Framer, Limits};
+pub use header::Headers;
+pub use message::{Message, Request, Response};
+pub use method::Method;
+pub use validate::{inspect, inspect_response, Reject};
