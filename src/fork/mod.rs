@@ -7,6 +7,7 @@
 //! so the media path never waits for a backend.
 
 pub mod codec;
+pub mod config;
 pub mod playout;
 pub mod protocol;
 pub mod resample;
