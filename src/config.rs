@@ -252,6 +252,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Media engine.
     pub media: MediaConfig,
+    /// AI audio fork backends.
+    pub fork: crate::fork::config::ForkConfig,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,6 +399,7 @@ const SECTIONS: &[&str] = &[
     "control",
     "admin",
     "media",
+    "fork",
 ];
 
 /// Where the state directory is when the config does not say: systemd's `$STATE_DIRECTORY`,
@@ -480,6 +483,7 @@ impl Config {
         let control: RawControl = section(&table, "control", &mut errs);
         let admin: RawAdmin = section(&table, "admin", &mut errs);
         let media: RawMedia = section(&table, "media", &mut errs);
+        let fork: crate::fork::config::RawFork = section(&table, "fork", &mut errs);
 
         let mut v = Validator { errs };
         let cfg = Config {
@@ -507,6 +511,7 @@ impl Config {
                 token_file: non_empty_path(&admin.token_file),
             },
             media: v.media(media),
+            fork: crate::fork::config::validate(fork, &mut v.errs),
         };
         // Cross-checks compare values with each other; on fallback values they would only add noise.
         if v.errs.is_empty() {
