@@ -1,0 +1,1454 @@
+//! Real-peer interop harness: one SIP-over-TLS call between two real `baresip` user agents
+//! through a real Kamailio proxy whose `rtpengine` module drives an "ng" media relay (the real
+//! rtpengine, or srtp-edge's control listener), with SDES-SRTP mandatory on both legs.
+//!
+//! [`run_call`] generates everything in a temporary directory (CA and certificates, tone WAVs,
+//! configs from the templates in `interop/`), starts tshark on `lo` (when running as root),
+//! kamailio, the callee then the caller, waits (bounded) for the caller to hang up, stops
+//! everything, and analyses what happened:
+//! - whether the call connected (the caller's log says "Call established");
+//! - the received-audio recordings (baresip `sndfile`, `*-dec.wav`): the share of the energy at
+//!   the other side's tone (caller sends 440 Hz, callee sends 1000 Hz), block by block (Goertzel);
+//! - the ng requests and replies, decoded from the capture (plaintext bencode on loopback);
+//! - every other UDP datagram in the capture (that is, all the media) classified as SRTP, plain
+//!   RTP, SRTCP, plain RTCP or other (see [`MediaCheck`] for the rule).
+//!
+//! Every process is started in its own process group and killed (SIGTERM, then SIGKILL) when
+//! its guard is dropped, so a failing or panicking test leaves nothing behind.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Root of the templates (`interop/` in the repository).
+pub fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
+/// The tone the caller sends (Hz).
+pub const CALLER_TONE_HZ: f64 = 440.0;
+/// The tone the callee sends (Hz).
+pub const CALLEE_TONE_HZ: f64 = 1000.0;
+
+/// The `rtpengine_offer()` / `rtpengine_answer()` flags: SRTP with SDES on both legs (RTP/SAVP),
+/// no DTLS, no ICE, and none of the suites that do not encrypt (NULL) or that srtp-edge does not
+/// implement (F8). Nothing here can make a leg plain RTP.
+pub const DEFAULT_NG_FLAGS: &str = "RTP/SAVP DTLS=off ICE=remove replace-origin \
+     replace-session-connection SDES-no-NULL_HMAC_SHA1_80 SDES-no-NULL_HMAC_SHA1_32 \
+     SDES-no-F8_128_HMAC_SHA1_80 SDES-no-F8_128_HMAC_SHA1_32";
+
+/// Only one call at a time per test process: the calls are timing-sensitive on a loaded
+/// 2-core machine and share the loopback capture.
+static ONE_CALL: Mutex<()> = Mutex::new(());
+
+/// What the caller of [`run_call`] requires beyond a connected call with the tones through.
+#[derive(Clone, Debug)]
+pub struct Expectations {
+    /// How long the caller stays in the call before it hangs up (baresip `-t`), seconds.
+    pub call_secs: u64,
+    /// Flags given to `rtpengine_offer()` in kamailio.cfg.
+    pub offer_flags: String,
+    /// Flags given to `rtpengine_answer()` in kamailio.cfg.
+    pub answer_flags: String,
+    /// Each leg must get its own SDES keys from the relay: no `inline:` key of the offer appears
+    /// in the relayed offer, none of the answer in the relayed answer. rtpengine does not do
+    /// this (it passes the keys through when both legs use the same suite); srtp-edge must.
+    pub distinct_leg_keys: bool,
+}
+
+impl Default for Expectations {
+    fn default() -> Self {
+        Expectations {
+            call_secs: 8,
+            offer_flags: DEFAULT_NG_FLAGS.to_string(),
+            answer_flags: DEFAULT_NG_FLAGS.to_string(),
+            distinct_leg_keys: false,
+        }
+    }
+}
+
+/// How much of a recording is the expected tone.
+#[derive(Clone, Debug, Default)]
+pub struct ToneLevel {
+    /// The recording analysed, if baresip wrote one.
+    pub path: Option<PathBuf>,
+    /// Seconds of audio in the recording.
+    pub secs: f64,
+    /// 100 ms blocks whose energy is not silence.
+    pub active_blocks: usize,
+    /// Blocks in which the expected tone holds at least half of the block's energy.
+    pub tone_blocks: usize,
+    /// Mean share (0..1) of the energy at the expected tone, over the active blocks.
+    pub tone_share: f64,
+    /// Mean share at the sender's own tone (echo / loop-back; must stay near 0).
+    pub own_tone_share: f64,
+}
+
+impl ToneLevel {
+    /// Seconds during which the expected tone dominated.
+    pub fn tone_secs(&self) -> f64 {
+        self.tone_blocks as f64 * 0.1
+    }
+}
+
+/// One ng message seen on the wire.
+#[derive(Clone, Debug)]
+pub struct NgMessage {
+    /// Sent to the ng port (true) or from it (false).
+    pub request: bool,
+    /// The cookie.
+    pub cookie: String,
+    /// The bencoded dictionary.
+    pub body: Bencode,
+}
+
+impl NgMessage {
+    /// `command` of a request, `result` of a reply.
+    pub fn verb(&self) -> String {
+        let k = if self.request { "command" } else { "result" };
+        self.body.get(k).map(|v| v.text()).unwrap_or_default()
+    }
+
+    /// The SDP carried, if any.
+    pub fn sdp(&self) -> Option<String> {
+        self.body.get("sdp").map(|v| v.text())
+    }
+}
+
+/// The result of classifying every media datagram of the capture.
+///
+/// The rule, for each UDP datagram on loopback during the call that is not ng traffic:
+/// - RTCP-looking (version 2, packet type 200-204): plain RTCP if its RTCP length fields add
+///   up exactly to the datagram size (a compound RTCP packet with nothing after it); SRTCP always
+///   has the 4-byte E|index word and an auth tag after the compound packet, so it never does.
+///   Plain RTCP from a relay port (a port in the relay's SDPs) is *plain RTCP* (a failure);
+///   from a user agent it is *peer plain RTCP* (reported: baresip 1.0 does it, see the field).
+/// - RTP-looking (version 2, other packet types): the payload after the header (CSRCs and
+///   extension included) must be one PCMU frame (160 bytes, 20 ms) or one RFC 4733 event
+///   (4 bytes) *plus* an auth tag of 4, 10 or 16 bytes (HMAC-SHA1-32, -80, GCM). Anything of the
+///   plain sizes (160 / 4) or of no SRTP size is *plain RTP*.
+/// - Any datagram (RTP or not) whose payload, read as μ-law, carries one of the two tones with
+///   at least a quarter of its energy (Goertzel) is *plain RTP*: encrypted payload is noise,
+///   with about 1/80 of its energy in any one bin.
+///
+/// The check is not vacuous: the test also requires a minimum of SRTP packets in each of the
+/// four directions (caller→relay, relay→callee, callee→relay, relay→caller).
+#[derive(Clone, Debug, Default)]
+pub struct MediaCheck {
+    /// Datagrams classified SRTP, per (source port, destination port).
+    pub srtp_flows: BTreeMap<(u16, u16), usize>,
+    /// SRTP datagrams.
+    pub srtp: usize,
+    /// Plain RTP datagrams (must be 0).
+    pub plain_rtp: usize,
+    /// SRTCP datagrams.
+    pub srtcp: usize,
+    /// Plain RTCP datagrams sent by the relay (must be 0).
+    pub plain_rtcp: usize,
+    /// Plain RTCP datagrams sent by the user agents to the relay. baresip 1.0 sends its RTCP
+    /// APP "PING" at stream start and its RTCP BYE at hangup outside SRTP; the relay must drop
+    /// them (they never appear on the relay-to-peer side, which `plain_rtcp` covers).
+    pub peer_plain_rtcp: usize,
+    /// Datagrams carrying a tone in clear (must be 0; also counted in `plain_rtp`).
+    pub tone_in_clear: usize,
+    /// Other datagrams (not RTP version 2).
+    pub other: usize,
+    /// A few descriptions of the offending datagrams.
+    pub offenders: Vec<String>,
+}
+
+/// The packet capture of the call.
+#[derive(Clone, Debug)]
+pub enum Capture {
+    /// No capture (not root, or tshark missing); the reason.
+    Skipped(String),
+    /// What the capture showed.
+    Done {
+        /// The pcap file.
+        pcap: PathBuf,
+        /// ng requests and replies, in capture order.
+        ng: Vec<NgMessage>,
+        /// The media datagrams, classified.
+        media: MediaCheck,
+    },
+}
+
+/// Everything [`run_call`] learned about the call.
+pub struct CallOutcome {
+    /// The caller's log says the call was established.
+    pub connected: bool,
+    /// What the caller received (should be the callee's 1000 Hz tone).
+    pub caller_heard: ToneLevel,
+    /// What the callee received (should be the caller's 440 Hz tone).
+    pub callee_heard: ToneLevel,
+    /// The capture and its analysis.
+    pub capture: Capture,
+    /// The SDES inline keys per SDP, in ng order: (ng verb, request?, keys).
+    pub sdp_keys: Vec<(String, bool, Vec<String>)>,
+    /// Offer/answer keys per leg: true when no key was copied from one leg to the other
+    /// (None without a capture).
+    pub distinct_leg_keys: Option<bool>,
+    /// Logs of every process, for failure messages.
+    pub logs: String,
+    /// The working directory (kept alive so the recordings can be inspected).
+    pub dir: tempfile::TempDir,
+}
+
+impl fmt::Display for CallOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "connected: {}", self.connected)?;
+        for (who, t) in [
+            ("caller", &self.caller_heard),
+            ("callee", &self.callee_heard),
+        ] {
+            writeln!(
+                f,
+                "{who} heard: {:.1} s recorded, {} active blocks, {} tone blocks ({:.1} s), \
+                 tone share {:.3}, own tone share {:.3} ({:?})",
+                t.secs,
+                t.active_blocks,
+                t.tone_blocks,
+                t.tone_secs(),
+                t.tone_share,
+                t.own_tone_share,
+                t.path
+            )?;
+        }
+        match &self.capture {
+            Capture::Skipped(r) => writeln!(f, "capture skipped: {r}")?,
+            Capture::Done { pcap, ng, media } => {
+                writeln!(f, "capture: {}", pcap.display())?;
+                for m in ng {
+                    writeln!(
+                        f,
+                        "  ng {} {} {}",
+                        if m.request { "->" } else { "<-" },
+                        m.cookie,
+                        m.body.summary()
+                    )?;
+                }
+                writeln!(
+                    f,
+                    "  media: srtp {} plain_rtp {} srtcp {} plain_rtcp {} peer_plain_rtcp {} \
+                     tone_in_clear {} other {}",
+                    media.srtp,
+                    media.plain_rtp,
+                    media.srtcp,
+                    media.plain_rtcp,
+                    media.peer_plain_rtcp,
+                    media.tone_in_clear,
+                    media.other
+                )?;
+                for ((s, d), n) in &media.srtp_flows {
+                    writeln!(f, "  srtp flow {s} -> {d}: {n}")?;
+                }
+                for o in &media.offenders {
+                    writeln!(f, "  OFFENDER {o}")?;
+                }
+            }
+        }
+        for (verb, req, keys) in &self.sdp_keys {
+            let dir = if *req { "request" } else { "reply" };
+            // Only the first 8 characters: enough to compare, not a usable key.
+            let short: Vec<String> = keys.iter().map(|k| format!("{:.8}…", k)).collect();
+            writeln!(f, "  sdp keys {verb} {dir}: {short:?}")?;
+        }
+        writeln!(f, "distinct leg keys: {:?}", self.distinct_leg_keys)
+    }
+}
+
+impl CallOutcome {
+    /// Panics with everything known unless the call connected, each side heard the other's
+    /// tone for at least `min_secs`, there was no plain media, and (when captured) each of the
+    /// four media directions carried at least `min_packets` SRTP packets.
+    pub fn assert_good(&self, expect: &Expectations, min_secs: f64, min_packets: usize) {
+        let ctx = || format!("{self}\n--- logs ---\n{}", self.logs);
+        assert!(self.connected, "call did not connect\n{}", ctx());
+        for (who, t) in [
+            ("caller", &self.caller_heard),
+            ("callee", &self.callee_heard),
+        ] {
+            assert!(t.path.is_some(), "{who} wrote no recording\n{}", ctx());
+            assert!(
+                t.tone_secs() >= min_secs && t.tone_share > 0.8 && t.own_tone_share < 0.05,
+                "{who} did not hear the other side's tone\n{}",
+                ctx()
+            );
+        }
+        if let Capture::Done { ng, media, .. } = &self.capture {
+            assert_eq!(media.plain_rtp, 0, "plain RTP on the wire\n{}", ctx());
+            assert_eq!(media.plain_rtcp, 0, "plain RTCP on the wire\n{}", ctx());
+            assert_eq!(
+                media.tone_in_clear,
+                0,
+                "tone in clear on the wire\n{}",
+                ctx()
+            );
+            for verb in ["offer", "answer", "delete"] {
+                assert!(
+                    ng.iter().any(|m| m.request && m.verb() == verb),
+                    "no ng {verb} seen\n{}",
+                    ctx()
+                );
+            }
+            let busy = media
+                .srtp_flows
+                .values()
+                .filter(|n| **n >= min_packets)
+                .count();
+            assert!(
+                busy >= 4,
+                "fewer than 4 media directions with {min_packets} SRTP packets\n{}",
+                ctx()
+            );
+            if expect.distinct_leg_keys {
+                assert_eq!(
+                    self.distinct_leg_keys,
+                    Some(true),
+                    "a leg reused the other leg's SDES key\n{}",
+                    ctx()
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A child process in its own process group, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    /// A name for messages.
+    pub name: String,
+    child: Option<Child>,
+    /// stdout and stderr of the process.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout/stderr to `log`, stdin closed, in a new process group.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> std::io::Result<Proc> {
+        let out = std::fs::File::create(log)?;
+        let err = out.try_clone()?;
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd.spawn()?;
+        Ok(Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// True when the process has exited.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit on its own; true if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.exited() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.exited()
+    }
+
+    /// Sends `sig` to the process group, waits up to `grace`, then SIGKILLs the group.
+    pub fn stop_with(&mut self, sig: i32, grace: Duration) {
+        let Some(pid) = self.pid() else { return };
+        if !self.exited() {
+            // SAFETY: killpg(2) on the process group we created for our own child.
+            unsafe {
+                libc::killpg(pid, sig);
+            }
+            self.wait_exit(grace);
+        }
+        // The group may hold children (kamailio's workers) even when the leader is gone.
+        // SAFETY: as above; ESRCH when the group is empty is harmless.
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let mut b = Vec::new();
+            let _ = f.read_to_end(&mut b);
+            s = String::from_utf8_lossy(&b).into_owned();
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    }
+}
+
+/// Waits (bounded) until `ready()` or the process exits; false if it exited or timed out.
+fn wait_until(p: &mut Proc, limit: Duration, mut ready: impl FnMut(&Proc) -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready(p) {
+            return true;
+        }
+        if p.exited() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// True when something accepts TCP connections on `addr`.
+fn tcp_up(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Two consecutive free TCP+UDP ports `p, p+1` on 127.0.0.1 (baresip listens for UDP/TCP on
+/// `p` and for TLS on `p+1`).
+fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let p = super::free_tcp_port();
+        if p >= 65534 {
+            continue;
+        }
+        let ok = (p..=p + 1).all(|q| {
+            TcpListener::bind(("127.0.0.1", q)).is_ok() && UdpSocket::bind(("127.0.0.1", q)).is_ok()
+        });
+        if ok {
+            return p;
+        }
+    }
+    panic!("no two consecutive free ports on 127.0.0.1");
+}
+
+/// A port range of `len` ports in 20000-59999 with no UDP socket bound at its first port,
+/// different from one call to the next.
+pub fn port_range(len: u16) -> (u16, u16) {
+    static NEXT: Mutex<u32> = Mutex::new(0);
+    let mut n = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(*n * 104_729);
+    *n += 1;
+    let slots = 40_000 / u32::from(len);
+    for i in 0..slots {
+        let base = 20_000 + ((seed.wrapping_add(i * 7)) % slots) * u32::from(len);
+        let base = base as u16;
+        if UdpSocket::bind(("127.0.0.1", base)).is_ok() {
+            return (base, base + len - 1);
+        }
+    }
+    panic!("no free port range");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay under test: the real rtpengine
+
+/// A real rtpengine (Debian `rtpengine-daemon`, userspace only) on loopback.
+pub struct Rtpengine {
+    /// Its ng control address.
+    pub ng: SocketAddr,
+    /// The process.
+    pub proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Rtpengine {
+    /// Starts `rtpengine` with ng on a free UDP port and a media range of its own; retries
+    /// with other ports if it does not come up (bounded). Panics if it never answers `ping`.
+    pub fn start() -> Rtpengine {
+        let dir = tempfile::tempdir().unwrap();
+        let mut last = String::new();
+        for attempt in 0..4 {
+            let ng: SocketAddr = format!("127.0.0.1:{}", super::free_udp_port())
+                .parse()
+                .unwrap();
+            let (pmin, pmax) = port_range(200);
+            let mut cmd = Command::new("rtpengine");
+            cmd.args([
+                "--foreground",
+                "--config-file=none",
+                "--table=-1",
+                "--interface=127.0.0.1",
+                "--log-stderr",
+                "--log-level=6",
+                "--num-threads=2",
+                "--delete-delay=0",
+            ])
+            .arg(format!("--listen-ng={ng}"))
+            .arg(format!("--port-min={pmin}"))
+            .arg(format!("--port-max={pmax}"))
+            .arg(format!(
+                "--pidfile={}",
+                dir.path().join("rtpengine.pid").display()
+            ));
+            let log = dir.path().join(format!("rtpengine-{attempt}.log"));
+            let mut p = Proc::spawn("rtpengine", cmd, &log).expect("spawn rtpengine");
+            if wait_until(&mut p, Duration::from_secs(20), |_| ng_ping(ng)) {
+                return Rtpengine {
+                    ng,
+                    proc: p,
+                    _dir: dir,
+                };
+            }
+            p.stop_with(libc::SIGTERM, Duration::from_secs(3));
+            last = p.log_text();
+        }
+        panic!("rtpengine did not answer ng ping:\n{last}");
+    }
+}
+
+/// Sends an ng `ping` to `addr`; true on `pong`.
+pub fn ng_ping(addr: SocketAddr) -> bool {
+    let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+    if s.send_to(b"interop_ping d7:command4:pinge", addr).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    match s.recv_from(&mut buf) {
+        Ok((n, _)) => {
+            let reply = &buf[..n];
+            reply.starts_with(b"interop_ping ") && contains(reply, b"4:pong")
+        }
+        Err(_) => false,
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files: certificates, tones, templates
+
+/// Generates a CA and one certificate for 127.0.0.1/localhost (ECDSA P-256) into `dir`:
+/// `ca.pem`, `cert.pem`, `key.pem`, and `cert+key.pem` (what baresip wants).
+fn make_certs(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "srtp-edge interop CA");
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    p.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "127.0.0.1");
+    p.distinguished_name = dn;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.join("cert+key.pem"),
+        format!("{}{}", cert.pem(), key.serialize_pem()),
+    )
+    .unwrap();
+}
+
+/// Writes a mono 16-bit 8 kHz WAV of a sine at `hz`, half scale, `secs` long.
+pub fn write_tone_wav(path: &Path, hz: f64, secs: u32) {
+    let n = 8000 * secs as usize;
+    let mut data = Vec::with_capacity(n * 2);
+    for i in 0..n {
+        let v = (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin() * 16384.0;
+        data.extend_from_slice(&(v as i16).to_le_bytes());
+    }
+    let mut w = Vec::with_capacity(44 + data.len());
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    w.extend_from_slice(&1u16.to_le_bytes()); // mono
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&16000u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    w.extend_from_slice(&data);
+    std::fs::write(path, w).unwrap();
+}
+
+/// Reads the samples of a 16-bit PCM WAV (first channel), and its sample rate.
+pub fn read_wav(path: &Path) -> Option<(u32, Vec<f64>)> {
+    let b = std::fs::read(path).ok()?;
+    if b.len() < 12 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
+        return None;
+    }
+    let (mut rate, mut channels, mut bits) = (0u32, 1usize, 16u16);
+    let mut i = 12;
+    while i + 8 <= b.len() {
+        let id = &b[i..i + 4];
+        let len = u32::from_le_bytes(b[i + 4..i + 8].try_into().ok()?) as usize;
+        let body = &b[i + 8..(i + 8 + len).min(b.len())];
+        if id == b"fmt " && body.len() >= 16 {
+            channels = u16::from_le_bytes([body[2], body[3]]).max(1) as usize;
+            rate = u32::from_le_bytes(body[4..8].try_into().ok()?);
+            bits = u16::from_le_bytes([body[14], body[15]]);
+        } else if id == b"data" {
+            if bits != 16 {
+                return None;
+            }
+            let frame = 2 * channels;
+            let s = body
+                .chunks_exact(frame)
+                .map(|c| f64::from(i16::from_le_bytes([c[0], c[1]])))
+                .collect();
+            return Some((rate, s));
+        }
+        i += 8 + len + (len & 1);
+    }
+    None
+}
+
+/// Share (0..1) of the energy of `x` at `hz` (Goertzel, sample rate `rate`): 1 for a pure
+/// sine at that frequency over a whole number of periods, about 2/N for white noise.
+pub fn tone_share(x: &[f64], rate: f64, hz: f64) -> f64 {
+    let energy: f64 = x.iter().map(|v| v * v).sum();
+    if energy <= 0.0 || x.is_empty() {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * hz / rate;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for v in x {
+        let s0 = v + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - c * s1 * s2;
+    (2.0 * power / (x.len() as f64 * energy)).min(1.0)
+}
+
+/// Analyses a recording block by block (100 ms) for `hz` (expected) and `own_hz`.
+pub fn analyse_recording(path: Option<PathBuf>, hz: f64, own_hz: f64) -> ToneLevel {
+    let mut t = ToneLevel {
+        path: path.clone(),
+        ..ToneLevel::default()
+    };
+    let Some((rate, s)) = path.as_deref().and_then(read_wav) else {
+        return t;
+    };
+    let rate = f64::from(rate.max(1));
+    t.secs = s.len() as f64 / rate;
+    let block = (rate / 10.0) as usize;
+    let (mut sum, mut own) = (0.0, 0.0);
+    for b in s.chunks_exact(block) {
+        let rms = (b.iter().map(|v| v * v).sum::<f64>() / b.len() as f64).sqrt();
+        if rms < 100.0 {
+            continue; // silence (-50 dBFS)
+        }
+        t.active_blocks += 1;
+        let share = tone_share(b, rate, hz);
+        sum += share;
+        own += tone_share(b, rate, own_hz);
+        if share >= 0.5 {
+            t.tone_blocks += 1;
+        }
+    }
+    if t.active_blocks > 0 {
+        t.tone_share = sum / t.active_blocks as f64;
+        t.own_tone_share = own / t.active_blocks as f64;
+    }
+    t
+}
+
+/// Replaces every `@@KEY@@` of `template` from `vars`; panics on a placeholder left over.
+pub fn fill(template: &str, vars: &[(&str, String)]) -> String {
+    let mut s = template.to_string();
+    for (k, v) in vars {
+        s = s.replace(&format!("@@{k}@@"), v);
+    }
+    let body: String = s
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(!body.contains("@@"), "unfilled placeholder in:\n{s}");
+    s
+}
+
+fn newest_matching(dir: &Path, suffix: &str) -> Option<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    v.sort();
+    v.pop()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The call
+
+/// Places one call through kamailio, whose rtpengine module talks ng to `ng_addr`, and reports
+/// what happened (see the module documentation). Panics only if a peer cannot be started at
+/// all; everything about the call itself is returned for the test to assert.
+pub fn run_call(ng_addr: SocketAddr, expect: &Expectations) -> CallOutcome {
+    let _one = ONE_CALL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tpl = interop_dir();
+    make_certs(d);
+    for s in ["kamailio", "caller", "callee", "rec_caller", "rec_callee"] {
+        std::fs::create_dir_all(d.join(s)).unwrap();
+    }
+    let tone_secs = (expect.call_secs + 60) as u32;
+    write_tone_wav(&d.join("caller.wav"), CALLER_TONE_HZ, tone_secs);
+    write_tone_wav(&d.join("callee.wav"), CALLEE_TONE_HZ, tone_secs);
+
+    // Capture first, so the first ng message is in it.
+    let mut tshark = None;
+    let mut capture_skip = None;
+    let pcap = d.join("call.pcap");
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        capture_skip = Some("not running as root: no capture on lo".to_string());
+    } else {
+        let mut cmd = Command::new("tshark");
+        cmd.args(["-i", "lo", "-n", "-F", "pcap", "-f", "udp", "-w"])
+            .arg(&pcap);
+        match Proc::spawn("tshark", cmd, &d.join("tshark.log")) {
+            Ok(mut p) => {
+                if wait_until(&mut p, Duration::from_secs(30), |p| {
+                    p.log_text().contains("Capturing on")
+                }) {
+                    tshark = Some(p);
+                } else {
+                    capture_skip = Some(format!("tshark did not start: {}", p.log_text()));
+                }
+            }
+            Err(e) => capture_skip = Some(format!("tshark not available: {e}")),
+        }
+    }
+
+    // Callee first, then kamailio (which needs the callee's port), then the caller.
+    let callee_port = free_port_pair();
+    let caller_port = free_port_pair();
+    let (callee_rtp_min, callee_rtp_max) = port_range(100);
+    let (caller_rtp_min, caller_rtp_max) = port_range(100);
+    let call_limit = expect.call_secs + 40;
+    let mut peers: Vec<Proc> = Vec::new();
+    for (side, port, rmin, rmax) in [
+        ("callee", callee_port, callee_rtp_min, callee_rtp_max),
+        ("caller", caller_port, caller_rtp_min, caller_rtp_max),
+    ] {
+        let vars = [
+            ("SIP_PORT", port.to_string()),
+            ("CERT", d.join("cert+key.pem").display().to_string()),
+            ("CA", d.join("ca.pem").display().to_string()),
+            (
+                "TONE_WAV",
+                d.join(format!("{side}.wav")).display().to_string(),
+            ),
+            ("RTP_MIN", rmin.to_string()),
+            ("RTP_MAX", rmax.to_string()),
+            (
+                "SND_PATH",
+                d.join(format!("rec_{side}")).display().to_string(),
+            ),
+        ];
+        for f in ["config", "accounts"] {
+            let t = std::fs::read_to_string(tpl.join("baresip").join(side).join(f)).unwrap();
+            std::fs::write(d.join(side).join(f), fill(&t, &vars)).unwrap();
+        }
+    }
+
+    let mut callee_cmd = Command::new("baresip");
+    callee_cmd
+        .arg("-f")
+        .arg(d.join("callee"))
+        .args(["-t", &(call_limit + 20).to_string()]);
+    let mut callee = Proc::spawn("callee", callee_cmd, &d.join("callee.log")).unwrap();
+    let callee_tls: SocketAddr = format!("127.0.0.1:{}", callee_port + 1).parse().unwrap();
+    let callee_ok = wait_until(&mut callee, Duration::from_secs(30), |_| tcp_up(callee_tls));
+
+    let mut kam = None;
+    let mut kam_port = 0;
+    let mut kam_logs = String::new();
+    for attempt in 0..3 {
+        let port = super::free_tcp_port();
+        let kd = d.join("kamailio");
+        let tls = fill(
+            &std::fs::read_to_string(tpl.join("kamailio/tls.cfg")).unwrap(),
+            &[
+                ("CERT", d.join("cert.pem").display().to_string()),
+                ("KEY", d.join("key.pem").display().to_string()),
+                ("CA", d.join("ca.pem").display().to_string()),
+            ],
+        );
+        std::fs::write(kd.join("tls.cfg"), tls).unwrap();
+        let cfg = fill(
+            &std::fs::read_to_string(tpl.join("kamailio/kamailio.cfg")).unwrap(),
+            &[
+                ("SIP_PORT", port.to_string()),
+                ("NG_ADDR", ng_addr.to_string()),
+                (
+                    "CALLEE_URI",
+                    format!("sip:callee@127.0.0.1:{};transport=tls", callee_port + 1),
+                ),
+                ("TLS_CFG", kd.join("tls.cfg").display().to_string()),
+                ("OFFER_FLAGS", expect.offer_flags.clone()),
+                ("ANSWER_FLAGS", expect.answer_flags.clone()),
+            ],
+        );
+        std::fs::write(kd.join("kamailio.cfg"), cfg).unwrap();
+        let mut cmd = Command::new("kamailio");
+        cmd.args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
+            .arg(kd.join("kamailio.cfg"))
+            .arg("-Y")
+            .arg(&kd)
+            .arg("-w")
+            .arg(&kd)
+            .arg("-P")
+            .arg(kd.join("kamailio.pid"));
+        let mut p =
+            Proc::spawn("kamailio", cmd, &d.join(format!("kamailio-{attempt}.log"))).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        if wait_until(&mut p, Duration::from_secs(30), |_| tcp_up(addr)) {
+            kam = Some(p);
+            kam_port = port;
+            break;
+        }
+        p.stop_with(libc::SIGTERM, Duration::from_secs(3));
+        kam_logs.push_str(&p.log_text());
+    }
+    let kam = kam.unwrap_or_else(|| panic!("kamailio did not start:\n{kam_logs}"));
+
+    let mut caller = None;
+    if callee_ok {
+        let mut cmd = Command::new("baresip");
+        cmd.arg("-f")
+            .arg(d.join("caller"))
+            .args(["-t", &expect.call_secs.to_string()])
+            .arg("-e")
+            .arg(format!("/dial sip:callee@127.0.0.1:{kam_port}"));
+        let mut p = Proc::spawn("caller", cmd, &d.join("caller.log")).unwrap();
+        // baresip -t counts from its start; the call limit adds room for a slow setup.
+        p.wait_exit(Duration::from_secs(call_limit));
+        caller = Some(p);
+    }
+    // Let the BYE and the ng delete go through before stopping anything.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !callee.log_text().contains("terminated") {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut procs: Vec<Proc> = Vec::new();
+    if let Some(c) = caller {
+        procs.push(c);
+    }
+    procs.push(callee);
+    procs.push(kam);
+    for p in procs.iter_mut() {
+        p.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    }
+    // tshark flushes its file on SIGINT.
+    if let Some(t) = tshark.as_mut() {
+        std::thread::sleep(Duration::from_millis(300));
+        t.stop_with(libc::SIGINT, Duration::from_secs(15));
+    }
+    peers.extend(procs);
+    if let Some(t) = tshark {
+        peers.push(t);
+    }
+
+    let mut logs = String::new();
+    for p in &peers {
+        let text = p.log_text();
+        // The caller prints a status line many times a second; keep the tail.
+        let text: String = if text.len() > 20_000 {
+            text[text.len() - 20_000..].to_string()
+        } else {
+            text
+        };
+        logs.push_str(&format!("===== {} =====\n{text}\n", p.name));
+    }
+    if !callee_ok {
+        logs.push_str("===== callee never listened on TLS =====\n");
+    }
+    let caller_log = peers
+        .iter()
+        .find(|p| p.name == "caller")
+        .map(|p| p.log_text())
+        .unwrap_or_default();
+    let connected = caller_log.contains("Call established");
+
+    let caller_heard = analyse_recording(
+        newest_matching(&d.join("rec_caller"), "-dec.wav"),
+        CALLEE_TONE_HZ,
+        CALLER_TONE_HZ,
+    );
+    let callee_heard = analyse_recording(
+        newest_matching(&d.join("rec_callee"), "-dec.wav"),
+        CALLER_TONE_HZ,
+        CALLEE_TONE_HZ,
+    );
+
+    let capture = match capture_skip {
+        Some(r) => Capture::Skipped(r),
+        None => match std::fs::read(&pcap) {
+            Ok(bytes) => {
+                let dgrams = parse_pcap(&bytes);
+                let ng_port = ng_addr.port();
+                let ng: Vec<NgMessage> = dgrams
+                    .iter()
+                    .filter(|g| g.dst == ng_port || g.src == ng_port)
+                    .filter_map(|g| parse_ng(g.dst == ng_port, &g.payload))
+                    .filter(|m| m.cookie != "interop_ping")
+                    .collect();
+                let relay_ports = relay_media_ports(&ng);
+                let media = check_media(
+                    dgrams.iter().filter(|g| {
+                        g.dst != ng_port && g.src != ng_port && g.src != 53 && g.dst != 53
+                    }),
+                    &relay_ports,
+                );
+                Capture::Done { pcap, ng, media }
+            }
+            Err(e) => Capture::Skipped(format!("no capture file: {e}")),
+        },
+    };
+
+    let mut sdp_keys = Vec::new();
+    let mut distinct = None;
+    if let Capture::Done { ng, .. } = &capture {
+        for m in ng {
+            if let Some(sdp) = m.sdp() {
+                // A reply's verb is "ok"; name it after its request (same cookie).
+                let verb = if m.request {
+                    m.verb()
+                } else {
+                    ng.iter()
+                        .find(|r| r.request && r.cookie == m.cookie)
+                        .map(|r| r.verb())
+                        .unwrap_or_default()
+                };
+                sdp_keys.push((verb, m.request, inline_keys(&sdp)));
+            }
+        }
+        let keys_of = |verb: &str, req: bool| -> BTreeSet<String> {
+            sdp_keys
+                .iter()
+                .filter(|(v, r, _)| v == verb && *r == req)
+                .flat_map(|(_, _, k)| k.iter().cloned())
+                .collect()
+        };
+        let (oq, or) = (keys_of("offer", true), keys_of("offer", false));
+        let (aq, ar) = (keys_of("answer", true), keys_of("answer", false));
+        if !oq.is_empty() && !or.is_empty() && !aq.is_empty() && !ar.is_empty() {
+            distinct = Some(oq.is_disjoint(&or) && aq.is_disjoint(&ar));
+        }
+    }
+
+    CallOutcome {
+        connected,
+        caller_heard,
+        callee_heard,
+        capture,
+        sdp_keys,
+        distinct_leg_keys: distinct,
+        logs,
+        dir,
+    }
+}
+
+/// The relay's media ports: the m= port, port + 1 and any a=rtcp port of every SDP the relay
+/// returned in an ng reply.
+pub fn relay_media_ports(ng: &[NgMessage]) -> BTreeSet<u16> {
+    let mut ports = BTreeSet::new();
+    for sdp in ng.iter().filter(|m| !m.request).filter_map(|m| m.sdp()) {
+        for l in sdp.lines() {
+            let port = if let Some(r) = l.strip_prefix("m=") {
+                r.split_whitespace().nth(1)
+            } else {
+                l.strip_prefix("a=rtcp:")
+                    .and_then(|r| r.split_whitespace().next())
+            };
+            if let Some(p) = port.and_then(|p| p.parse::<u16>().ok()) {
+                ports.insert(p);
+                if l.starts_with("m=") {
+                    ports.insert(p.wrapping_add(1));
+                }
+            }
+        }
+    }
+    ports
+}
+
+/// The `inline:` key||salt strings of every `a=crypto` line of `sdp`.
+pub fn inline_keys(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter(|l| l.starts_with("a=crypto:"))
+        .filter_map(|l| l.split("inline:").nth(1))
+        .map(|k| {
+            k.split(['|', ' ', '\r', ';'])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// pcap, ng (bencode), media classification
+
+/// One UDP datagram of the capture.
+#[derive(Clone, Debug)]
+pub struct Datagram {
+    /// Source port.
+    pub src: u16,
+    /// Destination port.
+    pub dst: u16,
+    /// UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// The UDP/IPv4 and UDP/IPv6 datagrams of a classic pcap file (Ethernet, as tshark writes for
+/// `lo`, Linux cooked v1/v2, or raw IP). Malformed records are skipped.
+pub fn parse_pcap(b: &[u8]) -> Vec<Datagram> {
+    let mut out = Vec::new();
+    if b.len() < 24 {
+        return out;
+    }
+    let le = match &b[0..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => return out,
+    };
+    let u32_at = |i: usize| -> u32 {
+        let a: [u8; 4] = b[i..i + 4].try_into().unwrap();
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let link = u32_at(20);
+    let mut i = 24;
+    while i + 16 <= b.len() {
+        let incl = u32_at(i + 8) as usize;
+        let start = i + 16;
+        let end = (start + incl).min(b.len());
+        let frame = &b[start..end];
+        i = start + incl;
+        let ip = match link {
+            1 if frame.len() >= 14 => {
+                let et = u16::from_be_bytes([frame[12], frame[13]]);
+                if et == 0x0800 || et == 0x86dd {
+                    &frame[14..]
+                } else {
+                    continue;
+                }
+            }
+            113 if frame.len() >= 16 => &frame[16..],
+            276 if frame.len() >= 20 => &frame[20..],
+            101 | 12 | 14 => frame,
+            0 if frame.len() >= 4 => &frame[4..],
+            _ => continue,
+        };
+        if let Some(g) = udp_of_ip(ip) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+fn udp_of_ip(ip: &[u8]) -> Option<Datagram> {
+    let (proto, l4) = match ip.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+            (*ip.get(9)?, ip.get(ihl..total.min(ip.len()))?)
+        }
+        6 => (*ip.get(6)?, ip.get(40..)?),
+        _ => return None,
+    };
+    if proto != 17 || l4.len() < 8 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([l4[4], l4[5]])).min(l4.len());
+    Some(Datagram {
+        src: u16::from_be_bytes([l4[0], l4[1]]),
+        dst: u16::from_be_bytes([l4[2], l4[3]]),
+        payload: l4.get(8..len)?.to_vec(),
+    })
+}
+
+/// A decoded bencode value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Bencode {
+    /// `i…e`
+    Int(i64),
+    /// `<len>:<bytes>`
+    Bytes(Vec<u8>),
+    /// `l…e`
+    List(Vec<Bencode>),
+    /// `d…e`, keys in wire order
+    Dict(Vec<(Vec<u8>, Bencode)>),
+}
+
+impl Bencode {
+    /// Parses one value at the start of `b`; returns it and the bytes consumed.
+    pub fn parse(b: &[u8]) -> Option<(Bencode, usize)> {
+        Self::parse_depth(b, 0)
+    }
+
+    fn parse_depth(b: &[u8], depth: usize) -> Option<(Bencode, usize)> {
+        if depth > 64 {
+            return None;
+        }
+        match *b.first()? {
+            b'i' => {
+                let end = b.iter().position(|&c| c == b'e')?;
+                let n = std::str::from_utf8(&b[1..end]).ok()?.parse().ok()?;
+                Some((Bencode::Int(n), end + 1))
+            }
+            b'l' | b'd' => {
+                let dict = b[0] == b'd';
+                let mut i = 1;
+                let mut items = Vec::new();
+                let mut pairs = Vec::new();
+                while *b.get(i)? != b'e' {
+                    if dict {
+                        let (k, n) = Self::parse_depth(&b[i..], depth + 1)?;
+                        i += n;
+                        let (v, n) = Self::parse_depth(&b[i..], depth + 1)?;
+                        i += n;
+                        let Bencode::Bytes(k) = k else { return None };
+                        pairs.push((k, v));
+                    } else {
+                        let (v, n) = Self::parse_depth(&b[i..], depth + 1)?;
+                        i += n;
+                        items.push(v);
+                    }
+                }
+                let v = if dict {
+                    Bencode::Dict(pairs)
+                } else {
+                    Bencode::List(items)
+                };
+                Some((v, i + 1))
+            }
+            b'0'..=b'9' => {
+                let colon = b.iter().position(|&c| c == b':')?;
+                let len: usize = std::str::from_utf8(&b[..colon]).ok()?.parse().ok()?;
+                let s = b.get(colon + 1..colon + 1 + len)?;
+                Some((Bencode::Bytes(s.to_vec()), colon + 1 + len))
+            }
+            _ => None,
+        }
+    }
+
+    /// The value of `key` in a dictionary.
+    pub fn get(&self, key: &str) -> Option<&Bencode> {
+        match self {
+            Bencode::Dict(p) => p.iter().find(|(k, _)| k == key.as_bytes()).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// A byte string as text (lossy); other values in their summary form.
+    pub fn text(&self) -> String {
+        match self {
+            Bencode::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            other => other.summary(),
+        }
+    }
+
+    /// A one-line rendering; SDP bodies are reduced to their m= and a=crypto suite lines (no
+    /// keys), so the summary can go into logs and reports.
+    pub fn summary(&self) -> String {
+        match self {
+            Bencode::Int(n) => n.to_string(),
+            Bencode::Bytes(b) => format!("{:?}", String::from_utf8_lossy(b)),
+            Bencode::List(v) => {
+                let items: Vec<String> = v.iter().map(|x| x.summary()).collect();
+                format!("[{}]", items.join(", "))
+            }
+            Bencode::Dict(p) => {
+                let items: Vec<String> = p
+                    .iter()
+                    .map(|(k, v)| {
+                        let k = String::from_utf8_lossy(k);
+                        if k == "sdp" {
+                            format!("sdp: <{}>", sdp_summary(&v.text()))
+                        } else if k == "tags" || k == "totals" {
+                            format!("{k}: …")
+                        } else {
+                            format!("{k}: {}", v.summary())
+                        }
+                    })
+                    .collect();
+                format!("{{{}}}", items.join(", "))
+            }
+        }
+    }
+}
+
+/// The m= lines and crypto suites of an SDP (no keys).
+pub fn sdp_summary(sdp: &str) -> String {
+    let mut parts = Vec::new();
+    for l in sdp.lines() {
+        if l.starts_with("m=") || l.starts_with("c=") || l.starts_with("a=rtcp") {
+            parts.push(l.trim().to_string());
+        } else if let Some(rest) = l.strip_prefix("a=crypto:") {
+            let mut w = rest.split_whitespace();
+            let tag = w.next().unwrap_or_default();
+            let suite = w.next().unwrap_or_default();
+            parts.push(format!("crypto:{tag} {suite}"));
+        }
+    }
+    parts.join(" | ")
+}
+
+/// Parses one ng datagram: `<cookie> <bencode dict>`.
+pub fn parse_ng(request: bool, payload: &[u8]) -> Option<NgMessage> {
+    let sp = payload.iter().position(|&c| c == b' ')?;
+    let (body, _) = Bencode::parse(&payload[sp + 1..])?;
+    Some(NgMessage {
+        request,
+        cookie: String::from_utf8_lossy(&payload[..sp]).into_owned(),
+        body,
+    })
+}
+
+fn ulaw_to_linear(u: u8) -> f64 {
+    let u = !u;
+    let sign = u & 0x80;
+    let exp = (u >> 4) & 0x07;
+    let mant = u & 0x0f;
+    let mag = ((i32::from(mant) << 3) + 0x84) << exp;
+    let v = mag - 0x84;
+    f64::from(if sign != 0 { -v } else { v })
+}
+
+/// True when `bytes`, read as μ-law, hold one of the two tones with a quarter of the energy.
+fn tone_in(bytes: &[u8]) -> bool {
+    if bytes.len() < 80 {
+        return false;
+    }
+    let pcm: Vec<f64> = bytes.iter().map(|&b| ulaw_to_linear(b)).collect();
+    tone_share(&pcm, 8000.0, CALLER_TONE_HZ) > 0.25
+        || tone_share(&pcm, 8000.0, CALLEE_TONE_HZ) > 0.25
+}
+
+/// Classifies media datagrams; see [`MediaCheck`] for the rule.
+/// `relay_ports` are the relay's media ports (from its SDPs); empty means "treat every sender as
+/// the relay" (strictest).
+pub fn check_media<'a>(
+    dgrams: impl Iterator<Item = &'a Datagram>,
+    relay_ports: &BTreeSet<u16>,
+) -> MediaCheck {
+    let mut m = MediaCheck::default();
+    let offend = |m: &mut MediaCheck, why: &str, g: &Datagram| {
+        if m.offenders.len() < 10 {
+            m.offenders.push(format!(
+                "{why}: {} -> {} len {} head {}",
+                g.src,
+                g.dst,
+                g.payload.len(),
+                hex::encode(&g.payload[..g.payload.len().min(16)])
+            ));
+        }
+    };
+    for g in dgrams {
+        let p = &g.payload;
+        if tone_in(p.get(12..).unwrap_or_default()) {
+            m.tone_in_clear += 1;
+            m.plain_rtp += 1;
+            offend(&mut m, "tone in clear", g);
+            continue;
+        }
+        if p.len() < 8 || p[0] >> 6 != 2 {
+            m.other += 1;
+            continue;
+        }
+        if (200..=204).contains(&p[1]) {
+            // Walk the compound RTCP packet's length fields.
+            let mut i = 0usize;
+            while i + 4 <= p.len() {
+                let words = usize::from(u16::from_be_bytes([p[i + 2], p[i + 3]]));
+                i += 4 * (words + 1);
+            }
+            if i == p.len() {
+                if relay_ports.is_empty() || relay_ports.contains(&g.src) {
+                    m.plain_rtcp += 1;
+                    offend(&mut m, "plain RTCP from the relay", g);
+                } else {
+                    m.peer_plain_rtcp += 1;
+                }
+            } else {
+                m.srtcp += 1;
+            }
+            continue;
+        }
+        let cc = usize::from(p[0] & 0x0f);
+        let mut hdr = 12 + 4 * cc;
+        if p[0] & 0x10 != 0 && p.len() >= hdr + 4 {
+            let words = usize::from(u16::from_be_bytes([p[hdr + 2], p[hdr + 3]]));
+            hdr += 4 + 4 * words;
+        }
+        let body = p.len().saturating_sub(hdr);
+        let srtp_sized = [4usize, 10, 16]
+            .iter()
+            .any(|tag| body == 160 + tag || body == 4 + tag);
+        if p.len() < hdr || !srtp_sized {
+            m.plain_rtp += 1;
+            offend(&mut m, "not SRTP-sized RTP", g);
+        } else {
+            m.srtp += 1;
+            *m.srtp_flows.entry((g.src, g.dst)).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// Self-checks of the analysis code, run by the interop test binary (no peers needed): the
+/// detectors must fire on plain media and stay quiet on encrypted-looking media.
+pub fn self_check() {
+    // Tone detection.
+    let sine: Vec<f64> = (0..800)
+        .map(|i| (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin() * 10000.0)
+        .collect();
+    assert!(tone_share(&sine, 8000.0, 440.0) > 0.95);
+    assert!(tone_share(&sine, 8000.0, 1000.0) < 0.01);
+    // A plain PCMU packet of the tone is caught, by size and by content.
+    let ulaw: Vec<u8> = sine[..160]
+        .iter()
+        .map(|&v| linear_to_ulaw(v as i16))
+        .collect();
+    let mut plain = vec![0x80, 0x00, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4];
+    plain.extend_from_slice(&ulaw);
+    let g = Datagram {
+        src: 1,
+        dst: 2,
+        payload: plain.clone(),
+    };
+    let m = check_media(std::iter::once(&g), &BTreeSet::new());
+    assert_eq!((m.plain_rtp, m.tone_in_clear, m.srtp), (1, 1, 0));
+    // The same size with a tag but pseudo-random payload passes as SRTP.
+    let mut x = 0x1234_5678u32;
+    let mut srtp = plain[..12].to_vec();
+    for _ in 0..170 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        srtp.push(x as u8);
+    }
+    let g = Datagram {
+        src: 1,
+        dst: 2,
+        payload: srtp,
+    };
+    let m = check_media(std::iter::once(&g), &BTreeSet::new());
+    assert_eq!((m.plain_rtp, m.srtp), (0, 1), "{m:?}");
+    // Plain RTCP (an RR with no report block) is caught; with a trailer it is SRTCP.
+    let rr = vec![0x80, 201, 0, 1, 0, 0, 0, 1];
+    let g = Datagram {
+        src: 1,
+        dst: 2,
+        payload: rr.clone(),
+    };
+    assert_eq!(
+        check_media(std::iter::once(&g), &BTreeSet::new()).plain_rtcp,
+        1
+    );
+    // ... and counted against the peer, not the relay, when it comes from a non-relay port.
+    let m = check_media(std::iter::once(&g), &BTreeSet::from([2u16]));
+    assert_eq!((m.plain_rtcp, m.peer_plain_rtcp), (0, 1));
+    let m = check_media(std::iter::once(&g), &BTreeSet::from([1u16]));
+    assert_eq!((m.plain_rtcp, m.peer_plain_rtcp), (1, 0));
+    let mut srtcp = rr;
+    srtcp.extend_from_slice(&[0x80, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
+    let g = Datagram {
+        src: 1,
+        dst: 2,
+        payload: srtcp,
+    };
+    let m = check_media(std::iter::once(&g), &BTreeSet::new());
+    assert_eq!((m.plain_rtcp, m.srtcp), (0, 1));
+    // Bencode round trip of a real ng request shape.
+    let msg = parse_ng(
+        true,
+        b"5_1 d7:command5:offer5:flagsl13:trust-addresse3:sdp3:v=0e",
+    )
+    .unwrap();
+    assert_eq!(msg.verb(), "offer");
+    assert_eq!(msg.sdp().as_deref(), Some("v=0"));
+    assert!(parse_ng(true, b"x d7:command").is_none());
+    assert_eq!(
+        inline_keys("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:QUJD|2^20|1:4\r\n"),
+        vec!["QUJD".to_string()]
+    );
+}
+
+fn linear_to_ulaw(s: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let mut v = i32::from(s);
+    let sign = if v < 0 {
+        v = -v;
+        0x80
+    } else {
+        0
+    };
+    v = (v + BIAS).min(0x7fff);
+    let mut exp = 7;
+    let mut mask = 0x4000;
+    while exp > 0 && v & mask == 0 {
+        exp -= 1;
+        mask >>= 1;
+    }
+    let mant = (v >> (exp + 3)) & 0x0f;
+    !(sign | (exp << 4) as u8 | mant as u8)
+}
