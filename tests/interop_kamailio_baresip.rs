@@ -91,6 +91,7 @@ fn kamailio_baresip_call_through_srtp_edge() {
             "srtp-edge ng did not answer ping:\n{}",
             d.log_text()
         );
+        std::thread::sleep(Duration::from_millis(200));
     }
     let expect = Expectations {
         distinct_leg_keys: true,

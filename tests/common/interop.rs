@@ -197,8 +197,11 @@ pub struct CallOutcome {
     pub distinct_leg_keys: Option<bool>,
     /// Logs of every process, for failure messages.
     pub logs: String,
-    /// The working directory (kept alive so the recordings can be inspected).
-    pub dir: tempfile::TempDir,
+    /// The working directory (configs, logs, recordings, `call.pcap`, `ng.txt`); deleted when
+    /// the outcome is dropped unless `INTEROP_KEEP` is set in the environment.
+    pub dir: PathBuf,
+    /// Deletes `dir` on drop (None when kept).
+    guard: Option<tempfile::TempDir>,
 }
 
 impl fmt::Display for CallOutcome {
@@ -991,6 +994,27 @@ pub fn run_call(ng_addr: SocketAddr, expect: &Expectations) -> CallOutcome {
         }
     }
 
+    // Every ng message, in full (SDPs included), for people reading along.
+    if let Capture::Done { ng, .. } = &capture {
+        let mut txt = String::new();
+        for m in ng {
+            txt.push_str(&format!(
+                "{} {} {}\n",
+                if m.request { "->" } else { "<-" },
+                m.cookie,
+                m.body.full()
+            ));
+        }
+        let _ = std::fs::write(d.join("ng.txt"), txt);
+    }
+    let path = d.to_path_buf();
+    let guard = if std::env::var_os("INTEROP_KEEP").is_some() {
+        eprintln!("INTEROP_KEEP: call directory kept: {}", path.display());
+        let _ = dir.keep();
+        None
+    } else {
+        Some(dir)
+    };
     CallOutcome {
         connected,
         caller_heard,
@@ -999,7 +1023,8 @@ pub fn run_call(ng_addr: SocketAddr, expect: &Expectations) -> CallOutcome {
         sdp_keys,
         distinct_leg_keys: distinct,
         logs,
-        dir,
+        dir: path,
+        guard,
     }
 }
 
@@ -1203,6 +1228,25 @@ impl Bencode {
         match self {
             Bencode::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
             other => other.summary(),
+        }
+    }
+
+    /// A rendering with every value in full (SDP included), for `ng.txt`.
+    pub fn full(&self) -> String {
+        match self {
+            Bencode::Int(n) => n.to_string(),
+            Bencode::Bytes(b) => format!("{:?}", String::from_utf8_lossy(b)),
+            Bencode::List(v) => {
+                let items: Vec<String> = v.iter().map(|x| x.full()).collect();
+                format!("[{}]", items.join(", "))
+            }
+            Bencode::Dict(p) => {
+                let items: Vec<String> = p
+                    .iter()
+                    .map(|(k, v)| format!("{:?}: {}", String::from_utf8_lossy(k), v.full()))
+                    .collect();
+                format!("{{{}}}", items.join(", "))
+            }
         }
     }
 
