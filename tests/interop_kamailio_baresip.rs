@@ -71,6 +71,57 @@ fn kamailio_baresip_call_through_rtpengine() {
     drop(rtpe);
 }
 
+/// Negative control on real traffic: the harness must catch plain RTP when there is some.
+/// Kamailio asks rtpengine for `SDES-no-AES_CM_128_HMAC_SHA1_80/_32`, the only suite the caller
+/// (baresip 1.0) offers. rtpengine then offers the callee AEAD_AES_256_GCM etc. (the callee picks
+/// AEAD_AES_256_GCM), but answers the caller `RTP/SAVP` with no `a=crypto` at all, and baresip,
+/// although configured `mediaenc=srtp-mand`, sends its audio in clear. The wire check must see
+/// plain PCMU carrying the caller's tone, `assert_good` must fail, and the callee leg must verify
+/// as GCM (the GCM path of the verifier on real packets). srtp-edge must never answer
+/// RTP/SAVP without a crypto line.
+#[test]
+fn harness_catches_plain_rtp_on_a_real_call() {
+    require_peers();
+    let rtpe = interop::Rtpengine::start();
+    let expect = Expectations {
+        offer_flags: format!(
+            "{} SDES-no-AES_CM_128_HMAC_SHA1_80 SDES-no-AES_CM_128_HMAC_SHA1_32",
+            interop::DEFAULT_NG_FLAGS
+        ),
+        ..Expectations::default()
+    };
+    let outcome = interop::run_call(rtpe.ng, &expect);
+    eprintln!("{outcome}");
+    drop(rtpe);
+    let Capture::Done { media, srtp, .. } = &outcome.capture else {
+        eprintln!("capture skipped: the negative control needs root for tshark");
+        return;
+    };
+    assert!(outcome.connected, "{outcome}");
+    assert!(
+        media.plain_rtp >= MIN_PACKETS && media.tone_in_clear >= MIN_PACKETS,
+        "the plain RTP sent by the caller was not detected\n{outcome}"
+    );
+    let (lo, hi) = outcome.callee_rtp;
+    let gcm = srtp
+        .iter()
+        .find(|((s, _), v)| (lo..=hi).contains(s) && v.verified > 0)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(
+        gcm.key
+            .as_deref()
+            .is_some_and(|k| k.ends_with("AEAD_AES_256_GCM"))
+            && gcm.verified >= MIN_PACKETS
+            && gcm.callee_tone >= MIN_PACKETS,
+        "callee leg not verified as GCM\n{outcome}"
+    );
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        outcome.assert_good(&expect, MIN_TONE_SECS, MIN_PACKETS)
+    }));
+    assert!(failed.is_err(), "assert_good accepted plain RTP\n{outcome}");
+}
+
 /// The same call with srtp-edge as the media relay (its ng listener on the port Kamailio uses),
 /// and in addition each leg must carry its own SDES keys.
 #[test]
