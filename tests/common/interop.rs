@@ -853,14 +853,11 @@ pub fn run_call(ng_addr: SocketAddr, expect: &Expectations) -> CallOutcome {
     }
 
     // Callee first, then kamailio (which needs the callee's port), then the caller.
-    let callee_port = free_port_pair();
-    let caller_port = free_port_pair();
     let call_limit = expect.call_secs + 40;
     let mut peers: Vec<Proc> = Vec::new();
-    for (side, port, rmin, rmax) in [
-        ("callee", callee_port, callee_rtp_min, callee_rtp_max),
-        ("caller", caller_port, caller_rtp_min, caller_rtp_max),
-    ] {
+    // Writes a side's baresip config on a fresh pair of SIP ports; returns the UDP/TCP port.
+    let write_ua = |side: &str, rmin: u16, rmax: u16| -> u16 {
+        let port = free_port_pair();
         let vars = [
             ("SIP_PORT", port.to_string()),
             ("CERT", d.join("cert+key.pem").display().to_string()),
@@ -880,16 +877,32 @@ pub fn run_call(ng_addr: SocketAddr, expect: &Expectations) -> CallOutcome {
             let t = std::fs::read_to_string(tpl.join("baresip").join(side).join(f)).unwrap();
             std::fs::write(d.join(side).join(f), fill(&t, &vars)).unwrap();
         }
-    }
+        port
+    };
 
-    let mut callee_cmd = Command::new("baresip");
-    callee_cmd
-        .arg("-f")
-        .arg(d.join("callee"))
-        .args(["-t", &(call_limit + 20).to_string()]);
-    let mut callee = Proc::spawn("callee", callee_cmd, &d.join("callee.log")).unwrap();
-    let callee_tls: SocketAddr = format!("127.0.0.1:{}", callee_port + 1).parse().unwrap();
-    let callee_ok = wait_until(&mut callee, Duration::from_secs(30), |_| tcp_up(callee_tls));
+    // The callee; another port pair if its ports were taken in between (bounded).
+    let mut callee_port = 0;
+    let mut callee = None;
+    for attempt in 0..3 {
+        callee_port = write_ua("callee", callee_rtp_min, callee_rtp_max);
+        let mut cmd = Command::new("baresip");
+        cmd.arg("-f")
+            .arg(d.join("callee"))
+            .args(["-t", &(call_limit + 20).to_string()]);
+        let mut p = Proc::spawn("callee", cmd, &d.join(format!("callee-{attempt}.log"))).unwrap();
+        let tls: SocketAddr = format!("127.0.0.1:{}", callee_port + 1).parse().unwrap();
+        let up = wait_until(&mut p, Duration::from_secs(30), |_| tcp_up(tls));
+        callee = Some(p);
+        if up {
+            break;
+        }
+        if let Some(mut p) = callee.take() {
+            p.stop_with(libc::SIGTERM, Duration::from_secs(3));
+            peers.push(p);
+        }
+    }
+    let callee_ok = callee.is_some();
+    let callee = callee.unwrap_or_else(|| peers.pop().expect("a callee attempt"));
 
     let mut kam = None;
     let mut kam_port = 0;
@@ -944,17 +957,27 @@ pub fn run_call(ng_addr: SocketAddr, expect: &Expectations) -> CallOutcome {
     let kam = kam.unwrap_or_else(|| panic!("kamailio did not start:\n{kam_logs}"));
 
     let mut caller = None;
-    if callee_ok {
+    for attempt in 0..3 {
+        if !callee_ok {
+            break;
+        }
+        write_ua("caller", caller_rtp_min, caller_rtp_max);
         let mut cmd = Command::new("baresip");
         cmd.arg("-f")
             .arg(d.join("caller"))
             .args(["-t", &expect.call_secs.to_string()])
             .arg("-e")
             .arg(format!("/dial sip:callee@127.0.0.1:{kam_port}"));
-        let mut p = Proc::spawn("caller", cmd, &d.join("caller.log")).unwrap();
+        let log = d.join(format!("caller-{attempt}.log"));
+        let mut p = Proc::spawn("caller", cmd, &log).unwrap();
         // baresip -t counts from its start; the call limit adds room for a slow setup.
         p.wait_exit(Duration::from_secs(call_limit));
+        // Its SIP ports were taken between our probe and its bind: try other ones.
+        let retry = p.log_text().contains("baresip init failed");
         caller = Some(p);
+        if !retry {
+            break;
+        }
     }
     // Let the BYE and the ng delete go through before stopping anything.
     let deadline = Instant::now() + Duration::from_secs(10);
