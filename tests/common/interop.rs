@@ -267,8 +267,14 @@ impl fmt::Display for CallOutcome {
                     writeln!(
                         f,
                         "  srtp verified {s} -> {d}: {} ok, {} failed, key {:?}, \
-                         decrypted tone 440 Hz {} / 1000 Hz {}",
-                        v.verified, v.unverified, v.key, v.caller_tone, v.callee_tone
+                         decrypted tone 440 Hz {} / 1000 Hz {}; srtcp {} ok, {} failed",
+                        v.verified,
+                        v.unverified,
+                        v.key,
+                        v.caller_tone,
+                        v.callee_tone,
+                        v.srtcp_verified,
+                        v.srtcp_unverified
                     )?;
                 }
                 for o in &media.offenders {
@@ -363,6 +369,19 @@ impl CallOutcome {
                     ctx()
                 );
             }
+            // RTCP the relay sends must authenticate as SRTCP with a key of the call (the user
+            // agents' own plain RTCP, see MediaCheck::peer_plain_rtcp, is theirs).
+            let relay_rtcp_bad: usize = srtp
+                .iter()
+                .filter(|((s, d), _)| !inr(*s, cr) && !inr(*s, ce) && (inr(*d, cr) || inr(*d, ce)))
+                .map(|(_, v)| v.srtcp_unverified)
+                .sum();
+            assert_eq!(
+                relay_rtcp_bad,
+                0,
+                "RTCP from the relay that is not SRTCP under a key of the call\n{}",
+                ctx()
+            );
             let failed: usize = srtp.values().map(|v| v.unverified).sum();
             assert_eq!(
                 failed,
@@ -1696,6 +1715,10 @@ struct Session {
     enc: Vec<u8>,
     salt: Vec<u8>,
     auth: Vec<u8>,
+    /// SRTCP: encryption key, salt (GCM) and authentication key (HMAC suites).
+    rtcp_enc: Vec<u8>,
+    rtcp_salt: Vec<u8>,
+    rtcp_auth: Vec<u8>,
 }
 
 impl Session {
@@ -1713,7 +1736,60 @@ impl Session {
             } else {
                 srtp_kdf(mk, ms, 0x01, 20)
             },
+            rtcp_enc: srtp_kdf(mk, ms, 0x03, kl),
+            rtcp_salt: srtp_kdf(mk, ms, 0x05, sl),
+            rtcp_auth: if gcm {
+                Vec::new()
+            } else {
+                srtp_kdf(mk, ms, 0x04, 20)
+            },
         })
+    }
+
+    /// True when the SRTCP packet `p` authenticates: HMAC-SHA1 (80-bit tag for every
+    /// AES-CM suite, RFC 3711 / RFC 4568) over everything up to the tag, or AES-GCM (RFC 7714
+    /// section 9: AAD = the first 8 octets and the E|index word, tag before that word).
+    fn auth_rtcp(&self, p: &[u8]) -> bool {
+        if self.rtcp_auth.is_empty() {
+            use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
+            if p.len() < 8 + 16 + 4 {
+                return false;
+            }
+            let alg = if self.rtcp_enc.len() == 32 {
+                &AES_256_GCM
+            } else {
+                &AES_128_GCM
+            };
+            let Ok(k) = UnboundKey::new(alg, &self.rtcp_enc) else {
+                return false;
+            };
+            let key = LessSafeKey::new(k);
+            let trailer = &p[p.len() - 4..];
+            let mut iv = [0u8; 12];
+            iv[2..6].copy_from_slice(&p[4..8]);
+            iv[8..12].copy_from_slice(trailer);
+            iv[8] &= 0x7f;
+            for (a, b) in iv.iter_mut().zip(&self.rtcp_salt) {
+                *a ^= b;
+            }
+            let mut aad = p[..8].to_vec();
+            aad.extend_from_slice(trailer);
+            let mut body = p[8..p.len() - 4].to_vec();
+            return key
+                .open_in_place(
+                    Nonce::assume_unique_for_key(iv),
+                    Aad::from(&aad[..]),
+                    &mut body,
+                )
+                .is_ok();
+        }
+        use aws_lc_rs::hmac;
+        if p.len() < 8 + 4 + 10 {
+            return false;
+        }
+        let (signed, tag) = p.split_at(p.len() - 10);
+        let k = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &self.rtcp_auth);
+        hmac::sign(&k, signed).as_ref()[..10] == *tag
     }
 
     /// Authenticates and decrypts the SRTP packet `p` (header length `hdr`) with roll-over
@@ -1799,6 +1875,10 @@ pub struct FlowVerdict {
     pub caller_tone: usize,
     /// ... the callee's tone (1000 Hz).
     pub callee_tone: usize,
+    /// RTCP datagrams that authenticated as SRTCP with a key of the call.
+    pub srtcp_verified: usize,
+    /// RTCP datagrams that did not (plain RTCP, or SRTCP under a key not in any SDP).
+    pub srtcp_unverified: usize,
 }
 
 /// Authenticates (and decrypts) every SRTP-sized RTP packet of the capture with the keys of the
@@ -1812,7 +1892,16 @@ pub fn verify_srtp<'a>(
     let mut chosen: BTreeMap<(u16, u16), usize> = BTreeMap::new();
     for g in dgrams {
         let p = &g.payload;
-        if p.len() < 12 || p[0] >> 6 != 2 || (200..=204).contains(&p[1]) {
+        if p.len() >= 8 && p[0] >> 6 == 2 && (200..=204).contains(&p[1]) {
+            let v = flows.entry((g.src, g.dst)).or_default();
+            if sessions.iter().any(|s| s.auth_rtcp(p)) {
+                v.srtcp_verified += 1;
+            } else {
+                v.srtcp_unverified += 1;
+            }
+            continue;
+        }
+        if p.len() < 12 || p[0] >> 6 != 2 {
             continue;
         }
         let cc = usize::from(p[0] & 0x0f);
@@ -1935,4 +2024,20 @@ pub fn srtp_self_check() {
         &[key],
     );
     assert_eq!(flows[&(5, 6)].verified, 1);
+
+    // SRTCP (HMAC-SHA1-80 over the packet and the E|index word) authenticates; one bit off
+    // does not; plain RTCP does not.
+    let mut rtcp = vec![0x80u8, 201, 0, 1, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4];
+    rtcp.extend_from_slice(&[0x80, 0, 0, 1]);
+    let mac = {
+        use aws_lc_rs::hmac;
+        let k = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &s.rtcp_auth);
+        hmac::sign(&k, &rtcp)
+    };
+    rtcp.extend_from_slice(&mac.as_ref()[..10]);
+    assert!(s.auth_rtcp(&rtcp));
+    let mut bad = rtcp.clone();
+    bad[9] ^= 1;
+    assert!(!s.auth_rtcp(&bad));
+    assert!(!s.auth_rtcp(&[0x80, 201, 0, 1, 0xde, 0xad, 0xbe, 0xef]));
 }
