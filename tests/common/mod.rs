@@ -2,6 +2,8 @@
 //! with a temporary state directory, wait for it, talk to it, and stop it when dropped.
 #![allow(dead_code)]
 
+pub mod interop;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
