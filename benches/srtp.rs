@@ -1,0 +1,201 @@
+//! SRTP engine benchmark: protect, unprotect and the protect+unprotect pair for a 172-byte RTP
+//! packet (12-byte header + 160 bytes of PCMU, one 20 ms G.711 frame), every profile, with
+//! webrtc-srtp 0.17 measured in the same run. Criterion measures each case; a closing table
+//! prints ns per pair for both and the ratio (best of several rounds, to damp noise from other
+//! work on the machine).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion};
+use srtp_edge::srtp::{ContextConfig, Profile, SrtpContext};
+use webrtc_srtp::context::Context as WContext;
+use webrtc_srtp::protection_profile::ProtectionProfile as WProfile;
+
+const PAYLOAD: usize = 160;
+const PLAIN_LEN: usize = 12 + PAYLOAD;
+
+fn wprofile(p: Profile) -> WProfile {
+    match p {
+        Profile::AesCm128HmacSha1_80 => WProfile::Aes128CmHmacSha1_80,
+        Profile::AesCm128HmacSha1_32 => WProfile::Aes128CmHmacSha1_32,
+        Profile::AesCm256HmacSha1_80 => WProfile::Aes256CmHmacSha1_80,
+        Profile::AesCm256HmacSha1_32 => WProfile::Aes256CmHmacSha1_32,
+        Profile::AeadAes128Gcm => WProfile::AeadAes128Gcm,
+        Profile::AeadAes256Gcm => WProfile::AeadAes256Gcm,
+    }
+}
+
+fn keys(p: Profile) -> (Vec<u8>, Vec<u8>) {
+    let key = (0..p.master_key_len() as u8).collect();
+    let salt = (0..p.master_salt_len() as u8).map(|b| b ^ 0xa5).collect();
+    (key, salt)
+}
+
+fn ours(p: Profile) -> SrtpContext {
+    let (k, s) = keys(p);
+    SrtpContext::new(p, &k, &s, ContextConfig::default()).unwrap()
+}
+
+fn theirs(p: Profile) -> WContext {
+    let (k, s) = keys(p);
+    WContext::new(
+        &k,
+        &s,
+        wprofile(p),
+        Some(webrtc_srtp::option::srtp_replay_protection(128)),
+        None,
+    )
+    .unwrap()
+}
+
+/// Writes the 172-byte RTP packet with sequence number `seq` into `buf`.
+fn packet(buf: &mut [u8], seq: u16) {
+    buf[..12].copy_from_slice(&[0x80, 0x00, 0, 0, 0, 0, 0, 0, 0xca, 0xfe, 0xba, 0xbe]);
+    buf[2..4].copy_from_slice(&seq.to_be_bytes());
+    buf[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    buf[12..PLAIN_LEN].fill(0xd5);
+}
+
+struct Ours {
+    tx: SrtpContext,
+    rx: SrtpContext,
+    seq: u16,
+    buf: [u8; 256],
+}
+
+impl Ours {
+    fn new(p: Profile) -> Self {
+        Ours {
+            tx: ours(p),
+            rx: ours(p),
+            seq: 0,
+            buf: [0; 256],
+        }
+    }
+    fn protect(&mut self) -> usize {
+        self.seq = self.seq.wrapping_add(1);
+        packet(&mut self.buf, self.seq);
+        self.tx.protect_rtp(&mut self.buf, PLAIN_LEN).unwrap()
+    }
+    fn pair(&mut self) -> usize {
+        let n = self.protect();
+        self.rx.unprotect_rtp(&mut self.buf[..n]).unwrap()
+    }
+}
+
+struct Theirs {
+    tx: WContext,
+    rx: WContext,
+    seq: u16,
+    plain: Vec<u8>,
+}
+
+impl Theirs {
+    fn new(p: Profile) -> Self {
+        Theirs {
+            tx: theirs(p),
+            rx: theirs(p),
+            seq: 0,
+            plain: vec![0; PLAIN_LEN],
+        }
+    }
+    fn protect(&mut self) -> bytes::Bytes {
+        self.seq = self.seq.wrapping_add(1);
+        packet(&mut self.plain, self.seq);
+        self.tx.encrypt_rtp(&self.plain).unwrap()
+    }
+    fn pair(&mut self) -> usize {
+        let wire = self.protect();
+        self.rx.decrypt_rtp(&wire).unwrap().len()
+    }
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    for p in Profile::ALL {
+        let mut g = c.benchmark_group(format!("srtp/{p}"));
+        let mut o = Ours::new(p);
+        g.bench_function("srtp-edge/protect", |b| b.iter(|| black_box(o.protect())));
+        let mut o = Ours::new(p);
+        let mut rx = ours(p);
+        g.bench_function("srtp-edge/unprotect", |b| {
+            b.iter_batched_ref(
+                || {
+                    let n = o.protect();
+                    (o.buf, n)
+                },
+                |(buf, n)| black_box(rx.unprotect_rtp(&mut buf[..*n]).unwrap()),
+                BatchSize::SmallInput,
+            )
+        });
+        let mut o = Ours::new(p);
+        g.bench_function("srtp-edge/pair", |b| b.iter(|| black_box(o.pair())));
+
+        let mut t = Theirs::new(p);
+        g.bench_function("webrtc-srtp/protect", |b| b.iter(|| black_box(t.protect())));
+        let mut t = Theirs::new(p);
+        let mut wrx = theirs(p);
+        g.bench_function("webrtc-srtp/unprotect", |b| {
+            b.iter_batched_ref(
+                || t.protect(),
+                |wire| black_box(wrx.decrypt_rtp(wire).unwrap()),
+                BatchSize::SmallInput,
+            )
+        });
+        let mut t = Theirs::new(p);
+        g.bench_function("webrtc-srtp/pair", |b| b.iter(|| black_box(t.pair())));
+        g.finish();
+    }
+}
+
+/// Best average ns per call of `f` over several rounds of `n` calls.
+fn best_ns(mut f: impl FnMut() -> usize, n: u32) -> f64 {
+    for _ in 0..n / 4 {
+        black_box(f());
+    }
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(f());
+        }
+        best = best.min(t.elapsed().as_nanos() as f64 / f64::from(n));
+    }
+    best
+}
+
+fn summary() {
+    println!();
+    println!("protect+unprotect pair, 172-byte RTP packet (best of 7 rounds of 20000 pairs)");
+    println!(
+        "{:<26} {:>14} {:>16} {:>8}",
+        "profile", "srtp-edge ns", "webrtc-srtp ns", "ratio"
+    );
+    for p in Profile::ALL {
+        let mut o = Ours::new(p);
+        let ours = best_ns(|| o.pair(), 20_000);
+        let mut t = Theirs::new(p);
+        let theirs = best_ns(|| t.pair(), 20_000);
+        println!(
+            "{:<26} {:>14.0} {:>16.0} {:>7.2}x",
+            p.sdes_name(),
+            ours,
+            theirs,
+            theirs / ours
+        );
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    criterion_benches(&mut c);
+    c.final_summary();
+    // `cargo test --benches` runs this binary with `--test`/`--bench` flags; the table is for
+    // `cargo bench` only.
+    if std::env::args().any(|a| a == "--bench") {
+        summary();
+    }
+}
