@@ -279,7 +279,7 @@ m=audio 30000 RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-e
 a=sendrecv\r\na=crypto:4 AES_CM_128_HMAC_SHA1_80 inline:{b_key}\r\n"
     );
     let b_answer = Sdp::parse(&b_answer_text).unwrap();
-    let b_info = inspect_answer(&b_answer, &[suites.clone()]).unwrap();
+    let b_info = inspect_answer(&b_answer, std::slice::from_ref(&suites)).unwrap();
     let picked = b_info.chosen(0).unwrap();
     assert_eq!(
         (picked.tag, picked.suite),
