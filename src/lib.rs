@@ -6,12 +6,14 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod fork;
 pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod notify;
 pub mod redact;
+pub mod sdp;
 pub mod sip;
 pub mod srtp;
 pub mod tls;
