@@ -144,6 +144,57 @@ async fn run(cfg: Config) -> Result<(), String> {
         }
     }
 
+    // The media engine, the call table and the ng control listeners.
+    let (engine, mut media_events) = srtp_edge::media::engine::Engine::start(&cfg.media)
+        .map_err(|e| format!("media engine: {e}"))?;
+    let calls = srtp_edge::media::calls::Calls::new(engine.clone());
+    {
+        let calls = calls.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = media_events.recv() => match ev {
+                        Some(srtp_edge::media::worker::Event::TimedOut { key, .. }) => {
+                            calls.timed_out(key)
+                        }
+                        None => break,
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+    }
+    {
+        let engine = engine.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => engine.export_metrics(),
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+    }
+    let ng_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut ng_threads = Vec::new();
+    if !cfg.control.listen.is_empty() {
+        let server = srtp_edge::control::server::NgServer::new(
+            calls.clone(),
+            cfg.control.allow_from.clone(),
+            cfg.media.suites.clone(),
+        );
+        for (i, addr) in cfg.control.listen.iter().enumerate() {
+            let t = server
+                .spawn(*addr, ng_stop.clone())
+                .map_err(|e| format!("control.listen[{i}] {addr}: {e}"))?;
+            tracing::info!(%addr, "ng control listening");
+            ng_threads.push(t);
+        }
+    }
+
     notify::notify("READY=1");
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "srtp-edge started");
 
@@ -175,6 +226,12 @@ async fn run(cfg: Config) -> Result<(), String> {
     notify::notify("STOPPING=1");
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
+    ng_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in ng_threads {
+        let _ = t.join();
+    }
+    calls.clear();
+    engine.shutdown();
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
     }

@@ -125,11 +125,13 @@ fn harness_catches_plain_rtp_on_a_real_call() {
 /// The same call with srtp-edge as the media relay (its ng listener on the port Kamailio uses),
 /// and in addition each leg must carry its own SDES keys.
 #[test]
-#[ignore = "needs the ng server (issue 4)"]
 fn kamailio_baresip_call_through_srtp_edge() {
     require_peers();
-    let ng = common::free_udp_port();
     let (pmin, pmax) = interop::port_range(200);
+    let ng = (0..1000)
+        .map(|_| common::free_udp_port())
+        .find(|p| !(pmin..=pmax).contains(p))
+        .expect("a free UDP port outside the media range");
     let mut d = common::Daemon::start(&format!(
         "[sip]\nlisten = []\n[control]\nlisten = [\"127.0.0.1:{ng}\"]\n\
          [media]\nipv4 = \"127.0.0.1\"\nport_min = {pmin}\nport_max = {pmax}\n"

@@ -5,3 +5,4 @@
 pub mod bencode;
 pub mod ng;
 pub mod reply_cache;
+pub mod server;

@@ -1,6 +1,10 @@
 //! The media engine: every call's media is anchored here; each leg has its own SRTP keys, every
 //! packet is authenticated and decrypted on the way in and re-encrypted on the way out.
 
+pub mod calls;
 pub mod demux;
+pub mod engine;
 pub mod latch;
 pub mod ports;
+pub mod relay;
+pub mod worker;

@@ -36,6 +36,8 @@ pub struct Daemon {
     pub state: PathBuf,
     pub admin: SocketAddr,
     pub log: PathBuf,
+    /// The ng control address the base config gave it (None if `extra` set its own).
+    pub ng: Option<SocketAddr>,
 }
 
 impl Daemon {
@@ -45,11 +47,28 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        // Every daemon gets its own ng port so tests can run in parallel.
+        // (Outside the default media range 30000-39999, which the config refuses to overlap.)
+        let ng: Option<SocketAddr> = (!extra.contains("[control]")).then(|| {
+            let port = (0..1000)
+                .map(|_| free_udp_port())
+                .find(|p| !(30000..=39999).contains(p))
+                .expect("a free UDP port outside 30000-39999");
+            format!("127.0.0.1:{port}").parse().unwrap()
+        });
+        let control = ng
+            .map(|a| format!("[control]\nlisten = [\"{a}\"]\n"))
+            .unwrap_or_default();
         let cfg = format!(
-            "state_dir = {state:?}\n[admin]\nlisten = [\"{admin}\"]\n{extra}\n",
+            "state_dir = {state:?}\n[admin]\nlisten = [\"{admin}\"]\n{control}{extra}\n",
             state = state.display().to_string()
         );
-        Self::start_with(dir, state, admin, &cfg)
+        let mut d = Self::start_with(dir, state, admin, &cfg);
+        d.ng = ng;
+        if let Some(ng) = ng {
+            d.wait_ng(ng);
+        }
+        d
     }
 
     fn start_with(dir: tempfile::TempDir, state: PathBuf, admin: SocketAddr, cfg: &str) -> Daemon {
@@ -70,6 +89,7 @@ impl Daemon {
             state,
             admin,
             log,
+            ng: None,
         };
         d.wait_ready();
         d
@@ -89,6 +109,25 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("daemon not ready in 20 s:\n{}", self.log_text());
+    }
+
+    /// Waits (bounded) until the ng listener answers a ping.
+    pub fn wait_ng(&self, ng: SocketAddr) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 256];
+        while Instant::now() < deadline {
+            let _ = sock.send_to(b"ready d7:command4:pinge", ng);
+            if let Ok(n) = sock.recv(&mut buf) {
+                if buf[..n].starts_with(b"ready ") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ng listener not ready in 20 s:\n{}", self.log_text());
     }
 
     /// Everything the daemon logged so far.

@@ -1,0 +1,629 @@
+//! Calls as the control planes see them: offer/answer orchestration over the media engine, shared
+//! by the ng control server and the SIP B2BUA.
+//!
+//! A call has two sides. Side 0 is the party that sent the first offer (its tag is the ng
+//! `from-tag`), side 1 the party that answered. Each side has its own leg: a port pair of ours
+//! that faces that party, srtp-edge's own SDES key towards it, and the party's key. An offer from
+//! either side (re-INVITEs flow both ways) goes through [`Calls::offer`], its answer through
+//! [`Calls::answer`]; keys are generated fresh for every offer and never copied across legs.
+//!
+//! The first offer registers the call's sockets with its media worker at once (packets before the
+//! answer are dropped and counted as `not_ready`); everything an offer/answer changes is applied
+//! to the worker when the answer arrives, so a running call keeps its keys until the new ones are
+//! agreed. The table here is only touched by signaling; the media workers never lock it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::engine::Engine;
+use super::latch::Latch;
+use super::ports::PoolError;
+use super::relay::Leg;
+use super::worker::{CallCounters, Command, LegSetup, LegUpdate};
+use crate::redact::Redacted;
+use crate::sdp::policy::{
+    self, AnswerPlan, LocalMedia, OfferInfo, OfferPlan, PolicyError, SdesKey,
+};
+use crate::sdp::Sdp;
+use crate::srtp::{ContextConfig, Profile, SrtpContext};
+
+/// Calls ended, by how (`deleted`, `timeout`, `failed`).
+pub const CALLS_TOTAL: &str = "srtp_edge_calls_total";
+/// Offers and answers refused, by reason.
+pub const NEGOTIATIONS_REFUSED: &str = "srtp_edge_negotiations_refused_total";
+
+/// Why an offer, answer or delete failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The SDP was refused by policy (plain RTP, no common suite, malformed...).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// No call with that Call-ID (or that tag).
+    #[error("Unknown call-id")]
+    UnknownCall,
+    /// The media port range is exhausted or the address family is not configured.
+    #[error("no media ports: {0}")]
+    Ports(#[from] PoolError),
+    /// An answer arrived without an offer pending.
+    #[error("no offer pending for this answer")]
+    NoPendingOffer,
+    /// The media worker is gone (shutting down).
+    #[error("media engine unavailable")]
+    EngineGone,
+}
+
+impl CallError {
+    /// The SIP status for a B2BUA to answer with.
+    pub fn sip_status(&self) -> u16 {
+        match self {
+            CallError::Policy(p) => p.sip_status(),
+            CallError::UnknownCall => 481,
+            CallError::NoPendingOffer => 491,
+            CallError::Ports(_) | CallError::EngineGone => 503,
+        }
+    }
+
+    /// The ng `error-reason`.
+    pub fn ng_reason(&self) -> String {
+        match self {
+            CallError::Policy(p) => p.ng_reason(),
+            other => other.to_string(),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            CallError::Policy(PolicyError::PlaintextMedia { .. }) => "plaintext",
+            CallError::Policy(PolicyError::NoCommonSuite { .. }) => "no_common_suite",
+            CallError::Policy(PolicyError::DtlsUnavailable { .. }) => "dtls_unavailable",
+            CallError::Policy(_) => "sdp",
+            CallError::UnknownCall => "unknown_call",
+            CallError::Ports(_) => "ports",
+            CallError::NoPendingOffer => "no_offer",
+            CallError::EngineGone => "engine",
+        }
+    }
+}
+
+/// An offer or answer, from either control plane.
+#[derive(Debug, Clone)]
+pub struct Negotiation<'a> {
+    /// The Call-ID.
+    pub call_id: &'a str,
+    /// The tag of the party that sent the offer (ng `from-tag`).
+    pub from_tag: &'a str,
+    /// The tag of the answering party (ng `to-tag`; answers only).
+    pub to_tag: Option<&'a str>,
+    /// The SDP body.
+    pub sdp: &'a [u8],
+    /// SDES suites allowed for this negotiation, most preferred first (configuration narrowed by
+    /// ng `SDES` flags or route policy).
+    pub suites: &'a [Profile],
+}
+
+/// One side's leg as signaling knows it.
+#[derive(Debug)]
+struct LegSig {
+    v6: bool,
+    local: IpAddr,
+    rtp_port: u16,
+    /// The suite in use towards this party (after an answer).
+    suite: Option<Profile>,
+    /// The party's signalled RTP address.
+    signalled: Option<SocketAddr>,
+    rtcp_mux: bool,
+}
+
+/// An offer waiting for its answer.
+struct Pending {
+    /// Side that offered.
+    side: usize,
+    /// The offer as inspected (the answer back to it is built from this).
+    offer: OfferInfo,
+    /// The m-line relayed.
+    index: usize,
+    /// The offerer's chosen crypto: tag, suite, its key (our inbound on its leg).
+    offerer_tag: u32,
+    offerer_suite: Profile,
+    offerer_key: zeroize::Zeroizing<Vec<u8>>,
+    offerer_rtp: Option<SocketAddr>,
+    offerer_rtcp: Option<SocketAddr>,
+    offerer_mux: bool,
+    /// Our keys offered to the other side, one per suite (tags 1..n), for the relayed m-line.
+    offered: Vec<SdesKey>,
+    /// Suites offered per m-line (empty for rejected ones), for `inspect_answer`.
+    offered_suites: Vec<Vec<Profile>>,
+}
+
+struct Call {
+    key: u64,
+    tags: [Option<String>; 2],
+    legs: [LegSig; 2],
+    pending: Option<Pending>,
+    created: SystemTime,
+    last_signal: SystemTime,
+}
+
+/// The call table.
+pub struct Calls {
+    engine: Arc<Engine>,
+    table: Mutex<HashMap<String, Call>>,
+    by_key: Mutex<HashMap<u64, String>>,
+    replay_window: usize,
+    relatch: u32,
+    started: Instant,
+    stats: Mutex<EndStats>,
+}
+
+/// How calls have ended since start (ng `statistics`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EndStats {
+    /// Calls ended by `delete` / BYE.
+    pub deleted: u64,
+    /// Calls ended by the media timeout.
+    pub timed_out: u64,
+    /// Offers and answers refused.
+    pub refused: u64,
+}
+
+/// What a call looked like when asked (`query`) or when it ended (`delete`).
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    /// Tags of side 0 and side 1.
+    pub tags: [Option<String>; 2],
+    /// Our local RTP port per side.
+    pub ports: [u16; 2],
+    /// Suite per side.
+    pub suites: [Option<Profile>; 2],
+    /// Signalled peer address per side.
+    pub signalled: [Option<SocketAddr>; 2],
+    /// Worker counters (None if the worker did not answer).
+    pub counters: Option<CallCounters>,
+    /// When the call was created.
+    pub created: SystemTime,
+    /// Last offer/answer.
+    pub last_signal: SystemTime,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl std::fmt::Debug for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls")
+            .field("calls", &lock(&self.table).len())
+            .finish()
+    }
+}
+
+impl Calls {
+    /// A call table over a running engine.
+    pub fn new(engine: Arc<Engine>) -> Arc<Calls> {
+        let replay_window = engine.cfg.replay_window;
+        let relatch = engine.cfg.relatch_packets;
+        Arc::new(Calls {
+            engine,
+            table: Mutex::new(HashMap::new()),
+            by_key: Mutex::new(HashMap::new()),
+            replay_window,
+            relatch,
+            started: Instant::now(),
+            stats: Mutex::new(EndStats::default()),
+        })
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Seconds since the table was created.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// How calls have ended so far.
+    pub fn end_stats(&self) -> EndStats {
+        *lock(&self.stats)
+    }
+
+    /// Call-IDs of the calls in the table (at most `limit`).
+    pub fn list(&self, limit: usize) -> Vec<String> {
+        lock(&self.table).keys().take(limit).cloned().collect()
+    }
+
+    /// Number of calls in the table.
+    pub fn len(&self) -> usize {
+        lock(&self.table).len()
+    }
+
+    /// True when no call is anchored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn ctx(&self, suite: Profile, key: &[u8]) -> Result<SrtpContext, CallError> {
+        SrtpContext::from_key_salt(
+            suite,
+            key,
+            ContextConfig {
+                replay_window: self.replay_window,
+            },
+        )
+        .map_err(|_| CallError::Policy(PolicyError::InvalidPlan("key length for suite")))
+    }
+
+    fn refused(&self, e: CallError) -> CallError {
+        metrics::counter!(NEGOTIATIONS_REFUSED, "reason" => e.label()).increment(1);
+        lock(&self.stats).refused += 1;
+        e
+    }
+
+    /// Handles an offer: checks it against the policy, anchors the call (new or known), and
+    /// returns the SDP to send to the other party.
+    pub fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        self.offer_inner(n).map_err(|e| self.refused(e))
+    }
+
+    fn offer_inner(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        let sdp = Sdp::parse_bytes(n.sdp).map_err(PolicyError::from)?;
+        let info = policy::inspect_offer(&sdp)?;
+        // srtp-edge relays the first accepted audio stream; further ones are rejected (port 0).
+        let index = info
+            .media
+            .iter()
+            .position(|m| m.accepted)
+            .ok_or(PolicyError::NoAudio)?;
+        let m = &info.media[index];
+        let chosen = policy::choose_crypto(m, n.suites)?;
+        let offerer_key = zeroize::Zeroizing::new(chosen.key.as_bytes().to_vec());
+        // The suite was checked usable, so its key length is right; check anyway before
+        // anchoring anything.
+        self.ctx(chosen.suite, &offerer_key)?;
+        let (offerer_tag, offerer_suite) = (chosen.tag, chosen.suite);
+        let (offerer_rtp, offerer_rtcp, offerer_mux) = (m.rtp, m.rtcp, m.rtcp_mux);
+        let peer_v6 = offerer_rtp.is_some_and(|a| a.is_ipv6());
+
+        let mut table = lock(&self.table);
+        let (side, new_call) = match table.get(n.call_id) {
+            None => (0, true),
+            Some(c) if c.tags[0].as_deref() == Some(n.from_tag) => (0, false),
+            Some(c) if c.tags[1].as_deref() == Some(n.from_tag) => (1, false),
+            // A forked or replaced offer with a new tag: treat as side 0 again.
+            Some(_) => (0, false),
+        };
+        let other = 1 - side;
+        if new_call {
+            let call = self.anchor(n, peer_v6)?;
+            let key = call.key;
+            table.insert(n.call_id.to_string(), call);
+            lock(&self.by_key).insert(key, n.call_id.to_string());
+        }
+        let call = table.get_mut(n.call_id).ok_or(CallError::UnknownCall)?;
+        call.last_signal = SystemTime::now();
+
+        let offered = SdesKey::generate_all(n.suites)?;
+        let offered_suites: Vec<Vec<Profile>> = info
+            .media
+            .iter()
+            .map(|mi| {
+                if mi.index == index {
+                    n.suites.to_vec()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let leg = &call.legs[other];
+        let local = LocalMedia {
+            addr: self.advertised(leg),
+            rtp_port: leg.rtp_port,
+            rtcp_port: Some(leg.rtp_port + 1),
+            rtcp_mux: true,
+        };
+        // rewrite_offer consumes plans by reference; keys are moved back out afterwards.
+        let mut plans: Vec<Option<OfferPlan>> = (0..info.media.len()).map(|_| None).collect();
+        plans[index] = Some(OfferPlan {
+            local,
+            keys: offered,
+        });
+        let out = policy::rewrite_offer(&sdp, &plans)?;
+        let offered = plans.swap_remove(index).map(|p| p.keys).unwrap_or_default();
+
+        if new_call {
+            // The offerer's leg can decrypt at once; nothing can be sent until the answer.
+            let inbound = self.ctx(offerer_suite, &offerer_key)?;
+            self.engine
+                .worker(call.key)
+                .send(Command::Update {
+                    key: call.key,
+                    leg: side,
+                    update: Box::new(LegUpdate {
+                        inbound: Some(inbound),
+                        outbound: None,
+                        signalled: Some((
+                            offerer_rtp,
+                            if offerer_mux { None } else { offerer_rtcp },
+                        )),
+                        rtcp_mux: Some(offerer_mux),
+                        relatch: false,
+                    }),
+                })
+                .map_err(|_| CallError::EngineGone)?;
+        }
+        call.tags[side].get_or_insert_with(|| n.from_tag.to_string());
+        call.pending = Some(Pending {
+            side,
+            offer: info,
+            index,
+            offerer_tag,
+            offerer_suite,
+            offerer_key,
+            offerer_rtp,
+            offerer_rtcp,
+            offerer_mux,
+            offered,
+            offered_suites,
+        });
+        tracing::debug!(call = %Redacted(n.call_id), side, suite = %offerer_suite, "offer anchored");
+        Ok(out.write())
+    }
+
+    /// Allocates both legs' ports and registers the call with its worker.
+    fn anchor(&self, n: &Negotiation<'_>, peer_v6: bool) -> Result<Call, CallError> {
+        let fam = |want_v6: bool| {
+            if self.engine.advertised(want_v6).is_some() {
+                want_v6
+            } else {
+                !want_v6
+            }
+        };
+        let (v6a, v6b) = (fam(peer_v6), fam(false));
+        let a = self.engine.allocate(v6a)?;
+        let b = match self.engine.allocate(v6b) {
+            Ok(b) => b,
+            Err(e) => {
+                let port = a.rtp_port;
+                drop(a);
+                self.engine.release(v6a, port);
+                return Err(e.into());
+            }
+        };
+        let key = self.engine.new_key();
+        let sig = |v6: bool, port: u16| LegSig {
+            v6,
+            local: self
+                .engine
+                .advertised(v6)
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            rtp_port: port,
+            suite: None,
+            signalled: None,
+            rtcp_mux: false,
+        };
+        let legs = [sig(v6a, a.rtp_port), sig(v6b, b.rtp_port)];
+        let setup = |p: super::ports::PortPair| LegSetup {
+            rtp: p.rtp,
+            rtcp: p.rtcp,
+            leg: Leg {
+                inbound: None,
+                outbound: None,
+                rtp_latch: Latch::new(None, self.relatch),
+                rtcp_latch: Latch::new(None, self.relatch),
+                rtcp_mux: false,
+            },
+        };
+        let (pa, pb) = (a.rtp_port, b.rtp_port);
+        if self
+            .engine
+            .worker(key)
+            .send(Command::Add {
+                key,
+                legs: Box::new([setup(a), setup(b)]),
+            })
+            .is_err()
+        {
+            self.engine.release(v6a, pa);
+            self.engine.release(v6b, pb);
+            return Err(CallError::EngineGone);
+        }
+        metrics::counter!("srtp_edge_calls_started_total").increment(1);
+        tracing::info!(call = %Redacted(n.call_id), ports = ?[pa, pb], "call anchored");
+        let now = SystemTime::now();
+        Ok(Call {
+            key,
+            tags: [None, None],
+            legs,
+            pending: None,
+            created: now,
+            last_signal: now,
+        })
+    }
+
+    fn advertised(&self, leg: &LegSig) -> IpAddr {
+        self.engine.advertised(leg.v6).unwrap_or(leg.local)
+    }
+
+    /// Handles the answer to the pending offer: keys both legs, applies them to the worker, and
+    /// returns the SDP for the offerer.
+    pub fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        self.answer_inner(n).map_err(|e| self.refused(e))
+    }
+
+    fn answer_inner(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        let sdp = Sdp::parse_bytes(n.sdp).map_err(PolicyError::from)?;
+        let mut table = lock(&self.table);
+        let call = table.get_mut(n.call_id).ok_or(CallError::UnknownCall)?;
+        let pending = call.pending.as_ref().ok_or(CallError::NoPendingOffer)?;
+        let ans = policy::inspect_answer(&sdp, &pending.offered_suites)?;
+        let chosen = ans
+            .chosen(pending.index)
+            .ok_or(PolicyError::AnswerCryptoMismatch {
+                index: pending.index,
+            })?;
+        let side = pending.side;
+        let other = 1 - side;
+        // Tags are 1..n in offer order.
+        let ours_to_other = pending.offered.get(chosen.tag as usize - 1).ok_or(
+            PolicyError::AnswerCryptoMismatch {
+                index: pending.index,
+            },
+        )?;
+        let other_in = self.ctx(chosen.suite, chosen.key.as_bytes())?;
+        let other_out = self.ctx(chosen.suite, ours_to_other.key.as_bytes())?;
+        let am = &ans.media[pending.index];
+        let (other_rtp, other_rtcp, other_mux) = (am.rtp, am.rtcp, am.rtcp_mux);
+
+        // Our key towards the offerer, in the suite we chose from its offer.
+        let ours_to_offerer = SdesKey::generate(pending.offerer_suite)?;
+        let offerer_in = self.ctx(pending.offerer_suite, &pending.offerer_key)?;
+        let offerer_out = self.ctx(pending.offerer_suite, ours_to_offerer.key.as_bytes())?;
+        let offerer_mux = pending.offerer_mux;
+        let leg = &call.legs[side];
+        let local = LocalMedia {
+            addr: self.advertised(leg),
+            rtp_port: leg.rtp_port,
+            rtcp_port: Some(leg.rtp_port + 1),
+            rtcp_mux: true,
+        };
+        let mut plans: Vec<Option<AnswerPlan>> =
+            (0..pending.offer.media.len()).map(|_| None).collect();
+        plans[pending.index] = Some(AnswerPlan {
+            local,
+            tag: pending.offerer_tag,
+            key: ours_to_offerer,
+        });
+        let out = policy::rewrite_answer(&sdp, &pending.offer, &plans)?;
+
+        let worker = self.engine.worker(call.key);
+        let (offerer_rtp, offerer_rtcp) = (pending.offerer_rtp, pending.offerer_rtcp);
+        for (leg_i, inbound, outbound, rtp, rtcp, mux) in [
+            (
+                side,
+                offerer_in,
+                offerer_out,
+                offerer_rtp,
+                offerer_rtcp,
+                offerer_mux,
+            ),
+            (other, other_in, other_out, other_rtp, other_rtcp, other_mux),
+        ] {
+            worker
+                .send(Command::Update {
+                    key: call.key,
+                    leg: leg_i,
+                    update: Box::new(LegUpdate {
+                        inbound: Some(inbound),
+                        outbound: Some(outbound),
+                        signalled: Some((rtp, if mux { None } else { rtcp })),
+                        rtcp_mux: Some(mux),
+                        relatch: false,
+                    }),
+                })
+                .map_err(|_| CallError::EngineGone)?;
+            let l = &mut call.legs[leg_i];
+            l.signalled = rtp;
+            l.rtcp_mux = mux;
+        }
+        call.legs[side].suite = Some(pending.offerer_suite);
+        call.legs[other].suite = Some(chosen.suite);
+        if let Some(t) = n.to_tag {
+            call.tags[other].get_or_insert_with(|| t.to_string());
+        }
+        call.pending = None;
+        call.last_signal = SystemTime::now();
+        tracing::debug!(call = %Redacted(n.call_id), suites = ?[call.legs[0].suite, call.legs[1].suite], "answer applied");
+        let key = call.key;
+        drop(table);
+        // A barrier: the worker handles commands in order, so once it answers this query the
+        // new keys are in place, and the first packet a peer sends after our reply is relayed.
+        let _ = self
+            .engine
+            .worker(key)
+            .ask(|reply| Command::Query { key, reply });
+        Ok(out.write())
+    }
+
+    fn report(&self, call: &Call, counters: Option<CallCounters>) -> CallReport {
+        CallReport {
+            tags: call.tags.clone(),
+            ports: [call.legs[0].rtp_port, call.legs[1].rtp_port],
+            suites: [call.legs[0].suite, call.legs[1].suite],
+            signalled: [call.legs[0].signalled, call.legs[1].signalled],
+            counters,
+            created: call.created,
+            last_signal: call.last_signal,
+        }
+    }
+
+    /// A call's state and counters (ng `query`).
+    pub fn query(&self, call_id: &str) -> Result<CallReport, CallError> {
+        let (key, mut report) = {
+            let table = lock(&self.table);
+            let call = table.get(call_id).ok_or(CallError::UnknownCall)?;
+            (call.key, self.report(call, None))
+        };
+        report.counters = self
+            .engine
+            .worker(key)
+            .ask(|reply| Command::Query { key, reply });
+        Ok(report)
+    }
+
+    /// Ends a call: its sockets close, its ports return to the pool (ng `delete`, SIP BYE).
+    pub fn delete(&self, call_id: &str) -> Result<CallReport, CallError> {
+        let call = lock(&self.table)
+            .remove(call_id)
+            .ok_or(CallError::UnknownCall)?;
+        lock(&self.by_key).remove(&call.key);
+        let key = call.key;
+        let counters = self
+            .engine
+            .worker(key)
+            .ask(|reply| Command::Remove { key, reply });
+        self.release(&call);
+        lock(&self.stats).deleted += 1;
+        metrics::counter!(CALLS_TOTAL, "end" => "deleted").increment(1);
+        tracing::info!(call = %Redacted(call_id), "call deleted");
+        Ok(self.report(&call, counters))
+    }
+
+    fn release(&self, call: &Call) {
+        for l in &call.legs {
+            self.engine.release(l.v6, l.rtp_port);
+        }
+    }
+
+    /// A worker ended a call for lack of media: forget it and free its ports.
+    pub fn timed_out(&self, key: u64) {
+        let Some(call_id) = lock(&self.by_key).remove(&key) else {
+            return;
+        };
+        let Some(call) = lock(&self.table).remove(&call_id) else {
+            return;
+        };
+        self.release(&call);
+        lock(&self.stats).timed_out += 1;
+        metrics::counter!(CALLS_TOTAL, "end" => "timeout").increment(1);
+        tracing::info!(call = %Redacted(call_id.as_str()), "call ended: no media for the timeout");
+    }
+
+    /// Ends every call (shutdown).
+    pub fn clear(&self) {
+        let ids: Vec<String> = lock(&self.table).keys().cloned().collect();
+        for id in ids {
+            let _ = self.delete(&id);
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, for ng replies.
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

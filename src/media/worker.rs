@@ -1,0 +1,515 @@
+//! A media worker thread: owns the sockets and legs of its calls and runs the hot path.
+//!
+//! One thread per core. Both legs of a call live on the same worker. The loop waits in
+//! `epoll_wait` (level-triggered, so one `recvfrom` per readiness event and no extra call that
+//! only returns EAGAIN), relays each datagram in place in a preallocated buffer, and sends it with
+//! `sendto`. Nothing is allocated per packet; the only shared state the hot path touches is this
+//! worker's own relaxed atomic counters. The control plane talks to the worker through a channel
+//! and an eventfd wake-up, processed between batches; the worker never waits on signaling, the
+//! fork or the disk.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::relay::{self, Drop, Leg};
+
+/// Largest datagram handled; longer ones are truncated by the kernel and then fail
+/// authentication.
+const BUF: usize = 2048;
+/// Room kept after the received bytes for the tag protect appends (16 bytes at most).
+const TAG_ROOM: usize = 64;
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 256;
+/// Token of the wake-up eventfd.
+const WAKE: u64 = u64::MAX;
+
+/// Counters of one worker, read by the metrics exporter. Cache-line aligned so workers do not
+/// share lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerStats {
+    /// Packets relayed from leg A (offerer) to leg B.
+    pub packets_a_to_b: AtomicU64,
+    /// Packets relayed from leg B to leg A.
+    pub packets_b_to_a: AtomicU64,
+    /// Bytes (as sent) relayed from A to B.
+    pub bytes_a_to_b: AtomicU64,
+    /// Bytes (as sent) relayed from B to A.
+    pub bytes_b_to_a: AtomicU64,
+    /// Drops by reason, indexed by [`Drop`] as usize.
+    pub drops: [AtomicU64; Drop::COUNT],
+    /// Datagrams the kernel refused to send.
+    pub send_errors: AtomicU64,
+    /// Calls on this worker.
+    pub calls: AtomicU64,
+}
+
+/// Per-call, per-leg counters (reported by `query` and `delete`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LegCounters {
+    /// Packets received from this leg's peer that were relayed.
+    pub packets_in: u64,
+    /// Bytes received from this leg's peer that were relayed.
+    pub bytes_in: u64,
+    /// Packets sent to this leg's peer.
+    pub packets_out: u64,
+    /// Packets from this leg's peer that were dropped.
+    pub dropped: u64,
+    /// The address the leg latched onto, if any.
+    pub latched: Option<SocketAddr>,
+}
+
+/// Counters of a call at the time of the question.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CallCounters {
+    /// Leg A (index 0) and leg B (index 1).
+    pub legs: [LegCounters; 2],
+    /// Time since the last relayed packet.
+    pub idle: Duration,
+}
+
+/// What a leg needs to run: its sockets and its state.
+pub struct LegSetup {
+    /// RTP socket (RTCP too with rtcp-mux).
+    pub rtp: UdpSocket,
+    /// RTCP socket.
+    pub rtcp: UdpSocket,
+    /// SRTP contexts and latches.
+    pub leg: Leg,
+}
+
+/// A change to a running leg, from the control plane (answer received, re-INVITE, re-key).
+pub struct LegUpdate {
+    /// New inbound context, if it changes.
+    pub inbound: Option<crate::srtp::SrtpContext>,
+    /// New outbound context, if it changes.
+    pub outbound: Option<crate::srtp::SrtpContext>,
+    /// New signalled RTP and RTCP addresses, if they change.
+    pub signalled: Option<(Option<SocketAddr>, Option<SocketAddr>)>,
+    /// New rtcp-mux state, if it changes.
+    pub rtcp_mux: Option<bool>,
+    /// Forget the latched addresses (new keys: latch again on the first authenticated packet).
+    pub relatch: bool,
+}
+
+/// Commands from the control plane.
+pub enum Command {
+    /// Start relaying a call.
+    Add {
+        /// The engine-wide call key.
+        key: u64,
+        /// Leg A and leg B.
+        legs: Box<[LegSetup; 2]>,
+    },
+    /// Change one leg of a call.
+    Update {
+        /// Call key.
+        key: u64,
+        /// 0 = A, 1 = B.
+        leg: usize,
+        /// The change.
+        update: Box<LegUpdate>,
+    },
+    /// Stop relaying a call and close its sockets; replies with its final counters.
+    Remove {
+        /// Call key.
+        key: u64,
+        /// Where to send the counters (None if the call was unknown).
+        reply: Sender<Option<CallCounters>>,
+    },
+    /// Report a call's counters.
+    Query {
+        /// Call key.
+        key: u64,
+        /// Reply channel.
+        reply: Sender<Option<CallCounters>>,
+    },
+    /// Leave the loop.
+    Shutdown,
+}
+
+/// Events the worker reports to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A call had no media for the timeout and was removed (its sockets are closed).
+    TimedOut {
+        /// Call key.
+        key: u64,
+        /// Final counters.
+        counters: CallCounters,
+    },
+}
+
+struct Slot {
+    key: u64,
+    legs: [LegSetup; 2],
+    counters: [LegCounters; 2],
+    last_media: Instant,
+}
+
+/// The handle the control plane keeps for a worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    tx: Sender<Command>,
+    wake: Arc<OwnedFd>,
+    /// This worker's counters.
+    pub stats: Arc<WorkerStats>,
+}
+
+impl WorkerHandle {
+    /// Queues a command and wakes the worker.
+    pub fn send(&self, cmd: Command) -> Result<(), String> {
+        self.tx
+            .send(cmd)
+            .map_err(|_| "media worker has stopped".to_string())?;
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a valid u64 to an eventfd we own.
+        let _ = unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Sends a command that replies on a channel and waits (bounded) for the reply. For the
+    /// control plane only; never called on the media path.
+    pub fn ask(
+        &self,
+        make: impl FnOnce(Sender<Option<CallCounters>>) -> Command,
+    ) -> Option<CallCounters> {
+        let (tx, rx) = mpsc::channel();
+        self.send(make(tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(2)).ok().flatten()
+    }
+}
+
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: plain syscall; the returned fd is checked and then owned.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a freshly created, valid descriptor nobody else owns.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: valid epoll fd, valid target fd, pointer to a live epoll_event.
+        let r = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
+        // SAFETY: the buffer is valid for `events.len()` entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            0
+        } else {
+            n as usize
+        }
+    }
+}
+
+fn token(slot: usize, leg: usize, rtcp: bool) -> u64 {
+    ((slot as u64) << 2) | ((leg as u64) << 1) | u64::from(rtcp)
+}
+
+/// Starts a worker thread. `events` receives timeouts; `timeout` is the media timeout.
+pub fn spawn(
+    name: String,
+    timeout: Duration,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+) -> io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
+    let epoll = Epoll::new()?;
+    // SAFETY: plain syscall; the returned fd is checked and then owned.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: efd is a freshly created, valid descriptor nobody else owns.
+    let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+    epoll.ctl(libc::EPOLL_CTL_ADD, wake.as_raw_fd(), WAKE)?;
+    let (tx, rx) = mpsc::channel();
+    let stats = Arc::new(WorkerStats::default());
+    let handle = WorkerHandle {
+        tx,
+        wake: wake.clone(),
+        stats: stats.clone(),
+    };
+    let join = std::thread::Builder::new().name(name).spawn(move || {
+        let mut w = Worker {
+            epoll,
+            wake,
+            rx,
+            stats,
+            events,
+            timeout,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_key: HashMap::new(),
+        };
+        w.run();
+    })?;
+    Ok((handle, join))
+}
+
+struct Worker {
+    epoll: Epoll,
+    wake: Arc<OwnedFd>,
+    rx: Receiver<Command>,
+    stats: Arc<WorkerStats>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    timeout: Duration,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    by_key: HashMap<u64, usize>,
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let mut buf = vec![0u8; BUF + TAG_ROOM];
+        let mut last_sweep = Instant::now();
+        loop {
+            let n = self.epoll.wait(&mut events, 250);
+            let mut woken = false;
+            // One clock read per batch: good enough for a timeout measured in seconds.
+            let now = Instant::now();
+            for ev in &events[..n] {
+                let t = ev.u64;
+                if t == WAKE {
+                    woken = true;
+                    continue;
+                }
+                self.on_readable(t, &mut buf, now);
+            }
+            if woken {
+                self.drain_wake();
+                if !self.commands(now) {
+                    return;
+                }
+            }
+            if now.duration_since(last_sweep) >= Duration::from_secs(1) {
+                last_sweep = now;
+                self.sweep(now);
+            }
+        }
+    }
+
+    fn on_readable(&mut self, t: u64, buf: &mut [u8], now: Instant) {
+        let slot_i = (t >> 2) as usize;
+        let leg_i = ((t >> 1) & 1) as usize;
+        let on_rtcp = t & 1 == 1;
+        let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+            return;
+        };
+        let sock = if on_rtcp {
+            &slot.legs[leg_i].rtcp
+        } else {
+            &slot.legs[leg_i].rtp
+        };
+        let (len, src) = match sock.recv_from(&mut buf[..BUF]) {
+            Ok(x) => x,
+            Err(_) => return,
+        };
+        let [a, b] = &mut slot.legs;
+        let (from, to) = if leg_i == 0 { (a, b) } else { (b, a) };
+        match relay::relay(&mut from.leg, &mut to.leg, src, buf, len, on_rtcp) {
+            Ok(fwd) => {
+                let out = if fwd.via_rtcp_socket {
+                    &to.rtcp
+                } else {
+                    &to.rtp
+                };
+                match out.send_to(&buf[..fwd.len], fwd.dest) {
+                    Ok(_) => {
+                        slot.last_media = now;
+                        let c = &mut slot.counters;
+                        c[leg_i].packets_in += 1;
+                        c[leg_i].bytes_in += len as u64;
+                        c[1 - leg_i].packets_out += 1;
+                        let (p, b) = if leg_i == 0 {
+                            (&self.stats.packets_a_to_b, &self.stats.bytes_a_to_b)
+                        } else {
+                            (&self.stats.packets_b_to_a, &self.stats.bytes_b_to_a)
+                        };
+                        p.fetch_add(1, Ordering::Relaxed);
+                        b.fetch_add(fwd.len as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(d) => {
+                slot.counters[leg_i].dropped += 1;
+                self.stats.drops[d as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn drain_wake(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
+        let _ = unsafe {
+            libc::read(
+                self.wake.as_raw_fd(),
+                (&mut v as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+
+    /// Applies queued commands; returns false on shutdown.
+    fn commands(&mut self, now: Instant) -> bool {
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Command::Add { key, legs } => self.add(key, *legs, now),
+                Command::Update { key, leg, update } => self.update(key, leg, *update),
+                Command::Remove { key, reply } => {
+                    let _ = reply.send(self.remove(key, now));
+                }
+                Command::Query { key, reply } => {
+                    let c = self
+                        .by_key
+                        .get(&key)
+                        .and_then(|&i| self.slots.get(i)?.as_ref())
+                        .map(|s| counters(s, now));
+                    let _ = reply.send(c);
+                }
+                Command::Shutdown => return false,
+            }
+        }
+        true
+    }
+
+    fn add(&mut self, key: u64, legs: [LegSetup; 2], now: Instant) {
+        if self.by_key.contains_key(&key) {
+            let _ = self.remove(key, now);
+        }
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        for (l, setup) in legs.iter().enumerate() {
+            let _ = self.epoll.ctl(
+                libc::EPOLL_CTL_ADD,
+                setup.rtp.as_raw_fd(),
+                token(i, l, false),
+            );
+            let _ = self.epoll.ctl(
+                libc::EPOLL_CTL_ADD,
+                setup.rtcp.as_raw_fd(),
+                token(i, l, true),
+            );
+        }
+        self.slots[i] = Some(Slot {
+            key,
+            legs,
+            counters: Default::default(),
+            last_media: now,
+        });
+        self.by_key.insert(key, i);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn update(&mut self, key: u64, leg: usize, u: LegUpdate) {
+        let Some(slot) = self
+            .by_key
+            .get(&key)
+            .and_then(|&i| self.slots.get_mut(i)?.as_mut())
+        else {
+            return;
+        };
+        let Some(l) = slot.legs.get_mut(leg) else {
+            return;
+        };
+        let l = &mut l.leg;
+        if let Some(c) = u.inbound {
+            l.inbound = Some(c);
+        }
+        if let Some(c) = u.outbound {
+            l.outbound = Some(c);
+        }
+        if let Some((rtp, rtcp)) = u.signalled {
+            l.rtp_latch.set_signalled(rtp);
+            l.rtcp_latch.set_signalled(rtcp);
+        }
+        if let Some(m) = u.rtcp_mux {
+            l.rtcp_mux = m;
+        }
+        if u.relatch {
+            l.rtp_latch.reset();
+            l.rtcp_latch.reset();
+        }
+    }
+
+    fn remove(&mut self, key: u64, now: Instant) -> Option<CallCounters> {
+        let i = self.by_key.remove(&key)?;
+        let slot = self.slots.get_mut(i)?.take()?;
+        for setup in &slot.legs {
+            let _ = self
+                .epoll
+                .ctl(libc::EPOLL_CTL_DEL, setup.rtp.as_raw_fd(), 0);
+            let _ = self
+                .epoll
+                .ctl(libc::EPOLL_CTL_DEL, setup.rtcp.as_raw_fd(), 0);
+        }
+        self.free.push(i);
+        self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+        Some(counters(&slot, now))
+        // The slot (sockets, keys) is dropped here: the ports close.
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| now.duration_since(s.last_media) >= self.timeout)
+            .map(|s| s.key)
+            .collect();
+        for key in expired {
+            if let Some(counters) = self.remove(key, now) {
+                let _ = self.events.send(Event::TimedOut { key, counters });
+            }
+        }
+    }
+}
+
+fn counters(s: &Slot, now: Instant) -> CallCounters {
+    let mut legs = s.counters;
+    legs[0].latched = s.legs[0].leg.rtp_latch.latched();
+    legs[1].latched = s.legs[1].leg.rtp_latch.latched();
+    CallCounters {
+        legs,
+        idle: now.duration_since(s.last_media),
+    }
+}
