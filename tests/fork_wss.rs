@@ -420,3 +420,59 @@ fn wrong_certificate_or_tls12_backend_is_refused() {
     assert!(!events.contains(&ForkEvent::Connected));
     assert_eq!(events.last(), Some(&ForkEvent::Ended));
 }
+
+#[test]
+fn fork_mode_survives_a_killed_backend_and_reconnects_with_a_new_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path());
+    let mut first = Py::start(&c, &["--mode", "twilio"]);
+    let port = first.port.to_string();
+    let b = backend(&format!("ca_file = {:?}\n", c.join("ca.pem")), &first.url());
+    let rt = runtime();
+    let h = spawn_fork(rt.handle(), b, call(ForkMode::Fork)).unwrap();
+    let (_, ev1) = media_worker(
+        &h,
+        &[Track::Inbound, Track::Outbound],
+        Duration::from_millis(800),
+        None,
+    );
+    assert_eq!(ev1, vec![ForkEvent::Connected]);
+    // The backend dies mid-call: the fork notices, the call goes on.
+    first.child.kill().unwrap();
+    let _ = first.child.wait();
+    let (_, ev2) = media_worker(
+        &h,
+        &[Track::Inbound, Track::Outbound],
+        Duration::from_millis(600),
+        None,
+    );
+    assert!(ev2.contains(&ForkEvent::Reconnecting), "{ev2:?}");
+    assert!(!ev2.contains(&ForkEvent::Hangup));
+    // A backend is back on the same port: a new stream starts there.
+    let second = Py::start(&c, &["--mode", "twilio", "--port", &port]);
+    let (_, ev3) = media_worker(
+        &h,
+        &[Track::Inbound, Track::Outbound],
+        Duration::from_secs(15),
+        Some(Duration::from_secs(4)),
+    );
+    assert!(ev3.contains(&ForkEvent::Connected), "{ev3:?}");
+    assert_eq!(ev3.last(), Some(&ForkEvent::Ended));
+    let s = second
+        .summary(Duration::from_secs(5))
+        .expect("second backend summary");
+    let ev: Vec<&str> = s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(&ev[..3], &["connected", "start", "media"], "{ev:?}");
+    assert_eq!(s["seq_ok"], true);
+    assert_eq!(s["chunk_ok"], true, "chunks restart at 1 on the new stream");
+    assert_eq!(s["close_code"], 1000);
+    assert!(
+        h.stats().dropped > 0,
+        "frames while disconnected are dropped and counted"
+    );
+}

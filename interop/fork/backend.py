@@ -218,6 +218,7 @@ async def main():
     ap.add_argument("--secret")
     ap.add_argument("--url", default="", help="signed URL; {port} is replaced by ours")
     ap.add_argument("--max-tls12", action="store_true")
+    ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)
@@ -225,7 +226,7 @@ async def main():
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     else:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    async with serve(lambda ws: handler(ws, args), "127.0.0.1", 0, ssl=ctx,
+    async with serve(lambda ws: handler(ws, args), "127.0.0.1", args.port, ssl=ctx,
                      max_size=1 << 20) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"PORT {port}", flush=True)

@@ -600,7 +600,10 @@ impl Task {
             let v = HeaderValue::try_from(sig.as_str()).map_err(|_| "connect")?;
             h.insert("x-twilio-signature", v);
         }
+        // A 16 KiB read buffer instead of tungstenite's 128 KiB: forks are many and their
+        // messages small; larger messages still grow it up to MAX_MESSAGE.
         let cfg = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE));
         let fut = tokio_tungstenite::connect_async_tls_with_config(
