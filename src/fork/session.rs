@@ -630,4 +630,47 @@ mod tests {
         s.audio(Track::Inbound, &[0xFF; 160], &mut out);
         assert_eq!(json(&out[0])["media"]["chunk"], "1");
     }
+
+    #[test]
+    fn hostile_backend_input_never_panics_and_stays_bounded() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for proto in [Protocol::Twilio, Protocol::L16 { sample_rate: 24000 }] {
+            let mut p = params(proto, G711::Pcma);
+            p.max_playout_frames = 100;
+            let mut s = ForkSession::new(p).unwrap();
+            let mut out = Vec::new();
+            s.start(&mut out);
+            let seeds = [
+                r#"{"event":"media","media":{"payload":"AAAA"}}"#,
+                r#"{"event":"mark","mark":{"name":"m"}}"#,
+                r#"{"type":"mark","data":{"name":"m"}}"#,
+                r#"{"event":"clear"}"#,
+                r#"{"action":"clear"}"#,
+            ];
+            for i in 0..3000 {
+                let len = (rnd() % 700) as usize;
+                let bytes: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+                let _ = s.on_binary(&bytes, &mut out);
+                let mut t = seeds[i % seeds.len()].as_bytes().to_vec();
+                if i % 3 == 0 && !t.is_empty() {
+                    let at = (rnd() as usize) % t.len();
+                    t[at] = rnd() as u8;
+                }
+                if let Ok(text) = std::str::from_utf8(&t) {
+                    if let Ok(Action::Clear) = s.on_text(text, &mut out) {
+                        s.clear(&mut out);
+                    }
+                }
+                out.clear();
+            }
+            assert!(s.playout().queued_frames() <= 100);
+            assert!(s.playout().pending_marks() <= crate::fork::playout::MAX_PENDING_MARKS);
+        }
+    }
 }
