@@ -198,6 +198,11 @@ fn chrome_offer_is_dtls_only_and_video_is_rejected() {
     let ice = info.media[0].ice.as_ref().unwrap();
     assert_eq!(ice.ufrag.as_deref(), Some("Oyef"));
     assert_eq!(ice.candidates.len(), 1);
+    assert_eq!(ice.pwd.as_deref(), Some("7DpzAzNbOW3YOhWHIEbA2CfP"));
+    assert!(
+        !format!("{info:?}").contains("7DpzAzNb"),
+        "ICE password in Debug"
+    );
     assert_eq!(info.media[0].rtcp, Some("0.0.0.0:9".parse().unwrap()));
     assert!(info.media[0].rtcp_mux);
     let err = choose_crypto(&info.media[0], &DEFAULT_SUITES).unwrap_err();

@@ -5,17 +5,28 @@
 //! the current time from the caller, so it stays pure and testable.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroizing;
+
 /// A bounded, TTL-evicting map from request cookie to the encoded reply datagram.
-#[derive(Debug)]
 pub struct ReplyCache {
     max_entries: usize,
     max_bytes: usize,
     ttl: Duration,
     bytes: usize,
-    entries: HashMap<Vec<u8>, (Instant, Vec<u8>)>,
+    entries: HashMap<Vec<u8>, (Instant, Zeroizing<Vec<u8>>)>,
     order: VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl fmt::Debug for ReplyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyCache")
+            .field("entries", &self.entries.len())
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReplyCache {
@@ -57,7 +68,8 @@ impl ReplyCache {
             }
         }
         self.bytes += size;
-        self.entries.insert(cookie.to_vec(), (now, reply));
+        self.entries
+            .insert(cookie.to_vec(), (now, Zeroizing::new(reply)));
         self.order.push_back((now, cookie.to_vec()));
     }
 

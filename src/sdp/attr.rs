@@ -344,11 +344,12 @@ impl Candidate {
 }
 
 /// The ICE parameters of a media section (RFC 8839), typed; `None` fields were absent.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `Debug` hides the password.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct IceInfo {
     /// `a=ice-ufrag`.
     pub ufrag: Option<String>,
-    /// `a=ice-pwd` (a credential: not printed by `Debug` of the policy types that hold it).
+    /// `a=ice-pwd` (a credential: `Debug` prints it redacted).
     pub pwd: Option<String>,
     /// `a=ice-options` tokens (`trickle`, `ice2`...).
     pub options: Vec<String>,
@@ -358,6 +359,19 @@ pub struct IceInfo {
     pub candidates: Vec<Candidate>,
     /// `a=end-of-candidates` present.
     pub end_of_candidates: bool,
+}
+
+impl fmt::Debug for IceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceInfo")
+            .field("ufrag", &self.ufrag)
+            .field("pwd", &self.pwd.as_ref().map(|_| "<redacted>"))
+            .field("options", &self.options)
+            .field("lite", &self.lite)
+            .field("candidates", &self.candidates)
+            .field("end_of_candidates", &self.end_of_candidates)
+            .finish()
+    }
 }
 
 impl IceInfo {

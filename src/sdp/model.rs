@@ -3,8 +3,8 @@
 //! (codecs, unknown attributes, their order) byte for byte.
 //!
 //! Parsing is bounded ([`MAX_SDP_LEN`], [`MAX_LINES`], [`MAX_MEDIA`]) and never panics; the
-//! writer always emits CRLF line ends. `Debug` of a line hides `a=crypto` key parameters, and
-//! those lines are wiped from memory when dropped.
+//! writer always emits CRLF line ends. `Debug` of a line hides `a=crypto` key parameters and
+//! `a=ice-pwd`, and crypto lines are wiped from memory when dropped.
 
 use std::fmt;
 
@@ -110,6 +110,8 @@ impl fmt::Debug for Line {
             // Keep the tag and suite, never the key parameters.
             let shown: Vec<&str> = self.value.splitn(3, ' ').take(2).collect();
             write!(f, "{}={} <key redacted>", self.kind, shown.join(" "))
+        } else if self.kind == 'a' && self.value.starts_with("ice-pwd:") {
+            write!(f, "a=ice-pwd:<redacted>")
         } else {
             write!(f, "{}={}", self.kind, self.value)
         }
@@ -450,6 +452,8 @@ mod tests {
         let dbg = format!("{sdp:?}");
         assert!(!dbg.contains("WVNfX19"), "{dbg}");
         assert!(dbg.contains("AES_CM_128_HMAC_SHA1_80"));
+        let ice = Sdp::parse("v=0\r\na=ice-pwd:s3cr3tpassw0rd\r\n").unwrap();
+        assert!(!format!("{ice:?}").contains("s3cr3t"));
     }
 
     #[test]
