@@ -6,6 +6,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 pub mod admin;
 pub mod config;
+pub mod dtls;
 pub mod logging;
 pub mod media;
 pub mod metrics;
