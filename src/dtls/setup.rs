@@ -92,25 +92,26 @@ impl fmt::Display for Setup {
     }
 }
 
-/// The `a=setup` we put in an offer: `actpass` for a new association (RFC 5763 section 5,
-/// RFC 8842 section 5.2), otherwise the role we already have so the running association is kept
-/// (RFC 8842 section 5.4).
-pub fn offer_setup(current: Option<Role>, new_association: bool) -> Setup {
-    match (current, new_association) {
-        (Some(role), false) => role.setup(),
-        _ => Setup::ActPass,
-    }
+/// The `a=setup` we put in every offer, initial or subsequent: `actpass` (RFC 5763 section 5,
+/// RFC 8842 sections 5.2 and 5.5). Whether a running association is kept is said by `a=tls-id`
+/// and the fingerprint, not by the setup value.
+pub const fn offer_setup() -> Setup {
+    Setup::ActPass
 }
 
-/// We answer a peer's offer: returns the `a=setup` for our answer and our DTLS role. An
-/// `actpass` offer makes us the client (`active`), as RFC 5763 section 5 recommends, so the
-/// handshake starts without waiting for the peer.
-pub fn answer_setup(offer: Setup) -> Result<(Setup, Role), SetupError> {
-    match offer {
-        Setup::ActPass | Setup::Passive => Ok((Setup::Active, Role::Client)),
-        Setup::Active => Ok((Setup::Passive, Role::Server)),
-        Setup::HoldConn => Err(SetupError::HoldConn),
-    }
+/// We answer a peer's offer: returns the `a=setup` for our answer and our DTLS role. `current`
+/// is our role in an association the answer keeps (same tls-id and fingerprints); an `actpass`
+/// offer then keeps it (RFC 8842 section 5.3), and otherwise makes us the client (`active`,
+/// RFC 5763 section 5) so the handshake starts without waiting for the peer. An explicit
+/// `active` or `passive` offer decides for us.
+pub fn answer_setup(offer: Setup, current: Option<Role>) -> Result<(Setup, Role), SetupError> {
+    let role = match (offer, current) {
+        (Setup::ActPass, Some(kept)) => kept,
+        (Setup::ActPass, None) | (Setup::Passive, _) => Role::Client,
+        (Setup::Active, _) => Role::Server,
+        (Setup::HoldConn, _) => return Err(SetupError::HoldConn),
+    };
+    Ok((role.setup(), role))
 }
 
 /// Our role once the peer answered our offer. The answer must be `active` or `passive`
@@ -248,59 +249,51 @@ mod tests {
 
     #[test]
     fn answerer_roles() {
+        let ok = |s, r| Ok((s, r));
         assert_eq!(
-            answer_setup(Setup::ActPass),
-            Ok((Setup::Active, Role::Client))
+            answer_setup(Setup::ActPass, None),
+            ok(Setup::Active, Role::Client)
+        );
+        // A kept association keeps its roles.
+        let kept = answer_setup(Setup::ActPass, Some(Role::Server));
+        assert_eq!(kept, ok(Setup::Passive, Role::Server));
+        let kept = answer_setup(Setup::ActPass, Some(Role::Client));
+        assert_eq!(kept, ok(Setup::Active, Role::Client));
+        let explicit = answer_setup(Setup::Passive, Some(Role::Server));
+        assert_eq!(explicit, ok(Setup::Active, Role::Client));
+        assert_eq!(
+            answer_setup(Setup::Active, None),
+            ok(Setup::Passive, Role::Server)
         );
         assert_eq!(
-            answer_setup(Setup::Passive),
-            Ok((Setup::Active, Role::Client))
+            answer_setup(Setup::HoldConn, None),
+            Err(SetupError::HoldConn)
         );
-        assert_eq!(
-            answer_setup(Setup::Active),
-            Ok((Setup::Passive, Role::Server))
-        );
-        assert_eq!(answer_setup(Setup::HoldConn), Err(SetupError::HoldConn));
     }
 
     #[test]
     fn offerer_roles() {
-        assert_eq!(offer_setup(None, true), Setup::ActPass);
-        assert_eq!(offer_setup(None, false), Setup::ActPass);
-        assert_eq!(offer_setup(Some(Role::Client), true), Setup::ActPass);
-        assert_eq!(offer_setup(Some(Role::Client), false), Setup::Active);
-        assert_eq!(offer_setup(Some(Role::Server), false), Setup::Passive);
-
+        assert_eq!(offer_setup(), Setup::ActPass);
+        let role = |o, a| role_from_answer(o, a);
+        assert_eq!(role(Setup::ActPass, Setup::Active), Ok(Role::Server));
+        assert_eq!(role(Setup::ActPass, Setup::Passive), Ok(Role::Client));
+        assert_eq!(role(Setup::Active, Setup::Passive), Ok(Role::Client));
+        assert_eq!(role(Setup::Passive, Setup::Active), Ok(Role::Server));
+        for (o, a) in [
+            (Setup::ActPass, Setup::ActPass),
+            (Setup::Active, Setup::Active),
+            (Setup::Passive, Setup::Passive),
+        ] {
+            assert_eq!(
+                role(o, a),
+                Err(SetupError::InvalidAnswer {
+                    offer: o,
+                    answer: a
+                })
+            );
+        }
         assert_eq!(
-            role_from_answer(Setup::ActPass, Setup::Active),
-            Ok(Role::Server)
-        );
-        assert_eq!(
-            role_from_answer(Setup::ActPass, Setup::Passive),
-            Ok(Role::Client)
-        );
-        assert_eq!(
-            role_from_answer(Setup::Active, Setup::Passive),
-            Ok(Role::Client)
-        );
-        assert_eq!(
-            role_from_answer(Setup::Passive, Setup::Active),
-            Ok(Role::Server)
-        );
-        assert!(matches!(
-            role_from_answer(Setup::ActPass, Setup::ActPass),
-            Err(SetupError::InvalidAnswer { .. })
-        ));
-        assert!(matches!(
-            role_from_answer(Setup::Active, Setup::Active),
-            Err(SetupError::InvalidAnswer { .. })
-        ));
-        assert!(matches!(
-            role_from_answer(Setup::Passive, Setup::Passive),
-            Err(SetupError::InvalidAnswer { .. })
-        ));
-        assert_eq!(
-            role_from_answer(Setup::ActPass, Setup::HoldConn),
+            role(Setup::ActPass, Setup::HoldConn),
             Err(SetupError::HoldConn)
         );
     }
