@@ -26,10 +26,19 @@ struct OpensslCert {
 
 impl OpensslCert {
     fn new() -> OpensslCert {
+        Self::with_key(&["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+    }
+
+    fn rsa() -> OpensslCert {
+        Self::with_key(&["-newkey", "rsa:2048"])
+    }
+
+    fn with_key(newkey: &[&str]) -> OpensslCert {
         let dir = tempfile::tempdir().unwrap();
         let ok = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["req", "-x509"])
+            .args(newkey)
+            .args(["-nodes", "-days", "1"])
             .args(["-subj", "/CN=openssl-peer", "-keyout"])
             .arg(dir.path().join("k.pem"))
             .arg("-out")
@@ -256,7 +265,14 @@ fn against_s_server(
     srtp: &str,
     trust: impl FnOnce(&OpensslCert) -> PeerFingerprints,
 ) -> (Endpoint, DtlsIdentity, String) {
-    let cert = OpensslCert::new();
+    against_s_server_with(OpensslCert::new(), srtp, trust)
+}
+
+fn against_s_server_with(
+    cert: OpensslCert,
+    srtp: &str,
+    trust: impl FnOnce(&OpensslCert) -> PeerFingerprints,
+) -> (Endpoint, DtlsIdentity, String) {
     let port = free_udp_port();
     let mut args: Vec<String> = vec![
         "s_server".into(),
@@ -406,6 +422,19 @@ fn aes128_cm_sha1_32_only_peer_gets_no_keys() {
     // The DTLS library cannot negotiate SRTP_AES128_CM_SHA1_32; such a peer must fail the leg,
     // never yield keys for a profile it did not agree to.
     let (ep, _, _) = against_s_server("SRTP_AES128_CM_SHA1_32", |c| c.sdp_fingerprints("sha256"));
-    assert!(matches!(ep.state(), State::Failed(_)), "{:?}", ep.state());
+    // openssl continues without use_srtp; we refuse a handshake that yields no SRTP keys.
+    assert_eq!(ep.state(), &State::Failed(FailReason::NoSrtpProfile));
+    assert!(ep.srtp_keys().is_none());
+}
+
+#[test]
+fn rsa_peer_certificate_fails_cleanly() {
+    // The DTLS library implements ECDSA only: a peer with an RSA certificate (some older SIP
+    // endpoints) cannot complete the handshake. It must end as a failure, not a hang.
+    let (ep, _, _) = against_s_server_with(OpensslCert::rsa(), "SRTP_AES128_CM_SHA1_80", |c| {
+        c.sdp_fingerprints("sha256")
+    });
+    // No shared (ECDSA) cipher suite: openssl answers handshake_failure (40).
+    assert_eq!(ep.state(), &State::Failed(FailReason::PeerAlert(40)));
     assert!(ep.srtp_keys().is_none());
 }
