@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod dtls;
 pub mod fork;
 pub mod logging;
 pub mod media;
