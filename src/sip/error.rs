@@ -26,8 +26,9 @@ pub enum StartKind {
 }
 
 /// A message that could not be parsed. It keeps whatever header fields were readable so a
-/// 400/505 can still be built (see [`super::response::reply_to_headers`]).
-#[derive(Debug, Clone)]
+/// 400/505 can still be built (see [`super::response::reply_to_headers`]). Its `Debug` and
+/// `Display` never print those fields: they hold URIs and numbers that logs must not show.
+#[derive(Clone)]
 pub struct ParseError {
     /// The class of error, which decides the status.
     pub kind: ErrorKind,
@@ -66,6 +67,17 @@ impl ParseError {
             ErrorKind::VersionNotSupported => 505,
             ErrorKind::TooLarge => 513,
         })
+    }
+}
+
+impl std::fmt::Debug for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParseError")
+            .field("kind", &self.kind)
+            .field("reason", &self.reason)
+            .field("start", &self.start)
+            .field("salvaged_headers", &self.headers.as_ref().map(|h| h.len()))
+            .finish()
     }
 }
 

@@ -62,8 +62,9 @@ pub enum FrameErrorKind {
     BufferFull,
 }
 
-/// A fatal framing error; the header section, when complete, is kept so a reply can be built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A fatal framing error; the header section, when complete, is kept so a reply can be built
+/// (`Debug` shows only its length: it holds peer URIs that logs must not show).
+#[derive(Clone, PartialEq, Eq)]
 pub struct FrameError {
     /// What went wrong.
     pub kind: FrameErrorKind,
@@ -106,6 +107,15 @@ impl FrameError {
         };
         headers.get("Via")?;
         Some(reply_to_headers(&headers, status, reason, to_tag))
+    }
+}
+
+impl std::fmt::Debug for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameError")
+            .field("kind", &self.kind)
+            .field("head_len", &self.head.as_ref().map(Vec::len))
+            .finish()
     }
 }
 
@@ -196,7 +206,7 @@ impl Framer {
             break;
         }
         let data = &self.buf[self.pos..];
-        let from = self.scanned.saturating_sub(3);
+        let from = self.scanned.min(data.len()).saturating_sub(3);
         let Some(rel) = find_head_end(&data[from..]) else {
             self.scanned = data.len();
             if data.len() > self.limits.max_head {

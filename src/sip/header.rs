@@ -116,28 +116,28 @@ const LIST: &[&str] = &[
 
 /// The canonical name for `name`: compact forms expanded, known names in their usual spelling,
 /// anything else as received.
-pub fn canonical_name(name: &str) -> String {
+pub fn canonical_name(name: &str) -> &str {
     if let [c] = name.as_bytes() {
         let c = c.to_ascii_lowercase();
         if let Some((_, full)) = COMPACT.iter().find(|(k, _)| *k == c) {
-            return (*full).to_string();
+            return full;
         }
     }
     KNOWN
         .iter()
         .find(|k| k.eq_ignore_ascii_case(name))
-        .map_or_else(|| name.to_string(), |k| (*k).to_string())
+        .map_or(name, |k| k)
 }
 
 /// True when `a` and `b` name the same header field (compact forms and case folded).
 pub fn same_name(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b) || canonical_name(a).eq_ignore_ascii_case(&canonical_name(b))
+    a.eq_ignore_ascii_case(b) || canonical_name(a).eq_ignore_ascii_case(canonical_name(b))
 }
 
 /// True when the header field's grammar is a comma-separated list.
 pub fn is_list(name: &str) -> bool {
     let c = canonical_name(name);
-    LIST.iter().any(|l| l.eq_ignore_ascii_case(&c))
+    LIST.iter().any(|l| l.eq_ignore_ascii_case(c))
 }
 
 /// One header field line.
@@ -155,6 +155,12 @@ pub struct Headers {
     list: Vec<Header>,
 }
 
+/// A predicate matching stored fields (whose names are canonical) against `name`.
+fn named(name: &str) -> impl Fn(&&Header) -> bool + '_ {
+    let q = canonical_name(name);
+    move |h| h.name.eq_ignore_ascii_case(q)
+}
+
 impl Headers {
     /// An empty header list.
     pub fn new() -> Self {
@@ -164,7 +170,7 @@ impl Headers {
     /// Appends a header field at the end.
     pub fn push(&mut self, name: &str, value: impl Into<Vec<u8>>) {
         self.list.push(Header {
-            name: canonical_name(name),
+            name: canonical_name(name).to_string(),
             value: value.into(),
         });
     }
@@ -174,7 +180,7 @@ impl Headers {
         self.list.insert(
             0,
             Header {
-                name: canonical_name(name),
+                name: canonical_name(name).to_string(),
                 value: value.into(),
             },
         );
@@ -199,7 +205,7 @@ impl Headers {
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.list
             .iter()
-            .find(|h| same_name(&h.name, name))
+            .find(named(name))
             .map(|h| h.value.as_slice())
     }
 
@@ -207,7 +213,7 @@ impl Headers {
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.list
             .iter()
-            .filter(move |h| same_name(&h.name, name))
+            .filter(named(name))
             .map(|h| h.value.as_slice())
     }
 
@@ -220,13 +226,14 @@ impl Headers {
     /// a line has an unterminated quote or `<`.
     pub fn values(&self, name: &str) -> Option<Vec<&[u8]>> {
         let mut out = Vec::new();
+        let list = is_list(name);
         for v in self
             .list
             .iter()
-            .filter(|h| same_name(&h.name, name))
+            .filter(named(name))
             .map(|h| h.value.as_slice())
         {
-            if is_list(name) {
+            if list {
                 out.extend(split_list(v)?);
             } else {
                 out.push(v);
@@ -239,12 +246,17 @@ impl Headers {
     /// ones, or appends when there is none.
     pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) {
         let value = value.into();
-        match self.list.iter().position(|h| same_name(&h.name, name)) {
+        let q = canonical_name(name);
+        match self
+            .list
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(q))
+        {
             Some(i) => {
                 self.list[i].value = value;
                 let mut seen = 0usize;
                 self.list.retain(|h| {
-                    if same_name(&h.name, name) {
+                    if h.name.eq_ignore_ascii_case(q) {
                         seen += 1;
                         seen == 1
                     } else {
@@ -259,13 +271,18 @@ impl Headers {
     /// Removes every field named `name`; returns how many were removed.
     pub fn remove(&mut self, name: &str) -> usize {
         let before = self.list.len();
-        self.list.retain(|h| !same_name(&h.name, name));
+        let q = canonical_name(name);
+        self.list.retain(|h| !h.name.eq_ignore_ascii_case(q));
         before - self.list.len()
     }
 
     /// Removes the first field named `name` and returns its value (e.g. popping the top Via).
     pub fn remove_first(&mut self, name: &str) -> Option<Vec<u8>> {
-        let i = self.list.iter().position(|h| same_name(&h.name, name))?;
+        let q = canonical_name(name);
+        let i = self
+            .list
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(q))?;
         Some(self.list.remove(i).value)
     }
 

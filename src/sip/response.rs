@@ -125,6 +125,10 @@ From: <sip:c@d.com>;tag=1\r\nTo: <sip:a@b.com>\r\ni: id1\r\nCSeq: 2 BYE\r\nMax-F
     fn reply_to_broken_request() {
         let raw = b"OPTIONS sip:a@b.com SIP/7.0\r\nVia: SIP/7.0/TLS x;branch=z9hG4bK1\r\nTo: <sip:a@b.com>\r\nl: 0\r\n\r\n";
         let e = Message::parse(raw).unwrap_err();
+        assert!(
+            !format!("{e:?} {e}").contains("a@b.com"),
+            "no peer URIs in logs"
+        );
         let r = e.reply(Some(b"t")).unwrap();
         assert_eq!(r.status, 505);
         assert_eq!(r.headers.to().unwrap().tag(), Some(&b"t"[..]));

@@ -75,7 +75,17 @@ impl Default for Policy {
     }
 }
 
-/// Header fields that may appear only once.
+/// Single-valued header fields the transaction and dialog layers read.
+const CORE_SINGLE: &[&str] = &[
+    "To",
+    "From",
+    "Call-ID",
+    "CSeq",
+    "Content-Length",
+    "Content-Type",
+];
+
+/// Header fields that may appear only once in a request.
 const SINGLE: &[&str] = &[
     "To",
     "From",
@@ -97,8 +107,8 @@ const SINGLE: &[&str] = &[
     "Subject",
 ];
 
-fn check_singles(h: &Headers) -> Result<(), FieldError> {
-    for name in SINGLE {
+fn check_singles(h: &Headers, names: &[&'static str]) -> Result<(), FieldError> {
+    for name in names {
         if h.count(name) > 1 {
             return Err(FieldError::Duplicate(name));
         }
@@ -106,26 +116,33 @@ fn check_singles(h: &Headers) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Checks the header fields common to requests and responses.
-fn check_common(h: &Headers) -> Result<(), FieldError> {
+/// Checks what the transaction and dialog layers read, in requests and responses alike.
+fn check_core(h: &Headers) -> Result<(), FieldError> {
     for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
         if h.count(name) == 0 {
             return Err(FieldError::Missing(name));
         }
     }
-    check_singles(h)?;
+    check_singles(h, CORE_SINGLE)?;
     h.vias()?;
     h.from()?;
     h.to()?;
     h.call_id()?;
     h.cseq()?;
-    h.max_forwards()?;
     h.contacts()?;
-    h.routes()?;
     h.record_routes()?;
+    h.content_type()?;
+    Ok(())
+}
+
+/// Checks every header field a request may be refused for (RFC 4475 3.1.2 and 3.3).
+fn check_request_fields(h: &Headers) -> Result<(), FieldError> {
+    check_core(h)?;
+    check_singles(h, SINGLE)?;
+    h.max_forwards()?;
+    h.routes()?;
     h.expires()?;
     h.check_date()?;
-    h.content_type()?;
     for name in ["Require", "Proxy-Require", "Supported", "Unsupported"] {
         h.option_tags(name)?;
     }
@@ -140,7 +157,7 @@ pub fn inspect(req: &Request) -> Result<(), Reject> {
 /// Checks a request against `policy`; the first problem found decides the answer.
 pub fn inspect_with(req: &Request, policy: &Policy) -> Result<(), Reject> {
     let h = &req.headers;
-    check_common(h)?;
+    check_request_fields(h)?;
     let cseq = h.cseq()?;
     if cseq.method != req.method {
         return Err(Reject::new(
@@ -238,8 +255,10 @@ pub fn inspect_with(req: &Request, policy: &Policy) -> Result<(), Reject> {
 }
 
 /// Checks a received response; an error means drop it silently (RFC 4475 scalarlg, bigcode).
+/// Only what the transaction and dialog layers read is checked, so an upstream's odd Date or
+/// Subject does not lose a call.
 pub fn inspect_response(resp: &Response) -> Result<(), FieldError> {
-    check_common(&resp.headers)?;
+    check_core(&resp.headers)?;
     if let Ok(Some(n)) = resp.headers.content_length() {
         if n as usize != resp.body.len() {
             return Err(FieldError::Invalid("Content-Length"));
@@ -342,6 +361,20 @@ Max-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
         assert_eq!(inspect(&r).unwrap_err().status, 406);
         r.headers.set("Accept", "application/*");
         assert_eq!(inspect(&r), Ok(()));
+    }
+
+    #[test]
+    fn responses_are_checked_for_what_matters_only() {
+        let raw = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nFrom: <sip:a@b.com>;tag=1\r\n\
+To: <sip:c@d.com>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nDate: Fri, 01 Jan 2010 16:00:00 EST\r\n\
+Subject: a\r\nSubject: b\r\nContent-Length: 0\r\n\r\n";
+        let mut r = Response::parse(raw).unwrap();
+        assert_eq!(inspect_response(&r), Ok(()));
+        r.headers.set("CSeq", "99999999999 INVITE");
+        assert_eq!(inspect_response(&r), Err(FieldError::Invalid("CSeq")));
+        r.headers.set("CSeq", "1 INVITE");
+        r.headers.push("Call-ID", "y");
+        assert_eq!(inspect_response(&r), Err(FieldError::Duplicate("Call-ID")));
     }
 
     #[test]
