@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use srtp_edge::srtp::{ContextConfig, Profile, SrtpContext};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, plain)) = data.split_first() else { return };
+    let Some((&sel, plain)) = data.split_first() else {
+        return;
+    };
     let p = Profile::ALL[usize::from(sel % 6)];
     let rtcp = sel & 0x08 != 0;
     let key: Vec<u8> = (0..p.master_key_len() as u8).collect();
@@ -23,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let Ok(n) = n else { return };
     buf.truncate(n);
-    let m = if rtcp { rx.unprotect_rtcp(&mut buf) } else { rx.unprotect_rtp(&mut buf) };
+    let m = if rtcp {
+        rx.unprotect_rtcp(&mut buf)
+    } else {
+        rx.unprotect_rtp(&mut buf)
+    };
     assert_eq!(m, Ok(plain.len()));
     assert_eq!(&buf[..plain.len()], plain);
 });

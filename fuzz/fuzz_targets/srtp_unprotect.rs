@@ -14,17 +14,25 @@ fn ctx(p: Profile) -> SrtpContext {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let p = Profile::ALL[usize::from(sel % 6)];
     let rtcp = sel & 0x08 != 0;
     let mut rx = ctx(p);
     if sel & 0x10 == 0 {
         let mut buf = rest.to_vec();
-        let _ = if rtcp { rx.unprotect_rtcp(&mut buf) } else { rx.unprotect_rtp(&mut buf) };
+        let _ = if rtcp {
+            rx.unprotect_rtcp(&mut buf)
+        } else {
+            rx.unprotect_rtp(&mut buf)
+        };
         return;
     }
     // Genuine packet, then damage: rest = [xor_at, xor_val, cut, plaintext...].
-    let [at, val, cut, plain @ ..] = rest else { return };
+    let [at, val, cut, plain @ ..] = rest else {
+        return;
+    };
     let mut tx = ctx(p);
     let mut buf = plain.to_vec();
     buf.resize(plain.len() + 32, 0);
@@ -39,8 +47,16 @@ fuzz_target!(|data: &[u8]| {
         *b ^= val;
     }
     buf.truncate(n.saturating_sub(usize::from(*cut) % 8));
-    let r = if rtcp { rx.unprotect_rtcp(&mut buf) } else { rx.unprotect_rtp(&mut buf) };
+    let r = if rtcp {
+        rx.unprotect_rtcp(&mut buf)
+    } else {
+        rx.unprotect_rtp(&mut buf)
+    };
     if *val == 0 && *cut % 8 == 0 {
-        assert_eq!(r.ok(), Some(plain.len()), "an undamaged packet must unprotect");
+        assert_eq!(
+            r.ok(),
+            Some(plain.len()),
+            "an undamaged packet must unprotect"
+        );
     }
 });
