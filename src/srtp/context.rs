@@ -390,3 +390,44 @@ impl SrtpContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Media workers move contexts between threads when calls are placed.
+    #[test]
+    fn contexts_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SrtpContext>();
+    }
+
+    /// The key schedule happens at creation: two contexts from the same keys agree, contexts from
+    /// keys differing in one bit of the master key or salt do not.
+    #[test]
+    fn every_master_key_and_salt_bit_matters() {
+        let p = Profile::AesCm128HmacSha1_80;
+        let key = [3u8; 16];
+        let salt = [4u8; 14];
+        let mut plain = vec![0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+        plain.extend_from_slice(&[0u8; 16]);
+        let protect = |k: &[u8], s: &[u8]| {
+            let mut c = SrtpContext::new(p, k, s, ContextConfig::default()).unwrap();
+            let mut buf = plain.clone();
+            buf.resize(plain.len() + 10, 0);
+            c.protect_rtp(&mut buf, plain.len()).unwrap();
+            buf
+        };
+        let base = protect(&key, &salt);
+        assert_eq!(base, protect(&key, &salt));
+        for bit in 0..(16 + 14) * 8 {
+            let (mut k, mut s) = (key, salt);
+            if bit < 128 {
+                k[bit / 8] ^= 1 << (bit % 8);
+            } else {
+                s[(bit - 128) / 8] ^= 1 << (bit % 8);
+            }
+            assert_ne!(base, protect(&k, &s), "bit {bit}");
+        }
+    }
+}
