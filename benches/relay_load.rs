@@ -7,7 +7,8 @@
 //! Each call is SDES on both legs with a different suite per leg (AES_CM_128_HMAC_SHA1_80 on
 //! A, AES_CM_128_HMAC_SHA1_32 on B), so both relays must really decrypt and re-encrypt.
 //!
-//! Run: `cargo bench --bench relay_load -- [--calls 100,500,1000] [--secs 10] [--only srtp-edge|rtpengine]`
+//! Run: `cargo bench --bench relay_load -- [--calls 100,500,1000] [--secs 10]
+//! [--only srtp-edge|rtpengine]`
 //!
 //! The ng client, the SDP scanning and the bencode codec here are deliberately independent of
 //! srtp-edge's own (a few lines each), so the harness also checks that srtp-edge speaks ng the way
@@ -119,7 +120,9 @@ impl Ng {
 
     /// Sends a command and returns the reply's dict, retransmitting (same cookie) on timeout.
     fn call(&mut self, pairs: Vec<(&str, B)>) -> Result<BTreeMap<Vec<u8>, B>, String> {
-        self.seq += 1;
+        // Unique across every client of this process: relays cache replies by cookie.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        self.seq = NEXT.fetch_add(1, Ordering::Relaxed);
         let cookie = format!("load{}_{}", std::process::id(), self.seq);
         let mut d = BTreeMap::new();
         for (k, v) in pairs {
@@ -265,7 +268,12 @@ fn setup_call(ng: &mut Ng, n: usize, extra_flags: &[&str]) -> Result<Call, Strin
         ("rtcp-mux", B::L(vec![s("accept")])),
     ])?;
     if get_str(&r, "result").as_deref() != Some("ok") {
-        return Err(format!("offer: {:?}", get_str(&r, "error-reason")));
+        return Err(format!(
+            "offer: {:?} {:?} {:?}",
+            get_str(&r, "result"),
+            get_str(&r, "error-reason"),
+            get_str(&r, "warning")
+        ));
     }
     let sdp_b = get_str(&r, "sdp").ok_or("offer reply without sdp")?;
     let (relay_for_b, cryptos_b) = scan_sdp(&sdp_b).ok_or("unparsable offer reply sdp")?;
@@ -285,7 +293,11 @@ fn setup_call(ng: &mut Ng, n: usize, extra_flags: &[&str]) -> Result<Call, Strin
         ("rtcp-mux", B::L(vec![s("accept")])),
     ])?;
     if get_str(&r, "result").as_deref() != Some("ok") {
-        return Err(format!("answer: {:?}", get_str(&r, "error-reason")));
+        return Err(format!(
+            "answer: {:?} {:?}",
+            get_str(&r, "result"),
+            get_str(&r, "error-reason")
+        ));
     }
     let sdp_a = get_str(&r, "sdp").ok_or("answer reply without sdp")?;
     let (relay_for_a, cryptos_a) = scan_sdp(&sdp_a).ok_or("unparsable answer reply sdp")?;
@@ -383,7 +395,7 @@ fn start_srtp_edge(workers: usize) -> Result<Relay, String> {
     let ng: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
     let cfg = format!(
         "state_dir = {:?}\n[log]\nlevel = \"warn\"\n[sip]\nlisten = []\n[admin]\nlisten = []\n\
-         [control]\nlisten = [\"{ng}\"]\n[media]\nport_min = 40000\nport_max = 49999\n\
+         [control]\nlisten = [\"{ng}\"]\n[media]\nport_min = 20000\nport_max = 29999\n\
          workers = {workers}\ntimeout_secs = 600\n\
          suites = [\"AES_CM_128_HMAC_SHA1_80\", \"AES_CM_128_HMAC_SHA1_32\"]\n",
         dir.path().join("state").display().to_string()
@@ -417,8 +429,8 @@ fn start_rtpengine(threads: usize) -> Result<Relay, String> {
             "--table=-1",
             "--interface=127.0.0.1",
             &format!("--listen-ng={ng}"),
-            "--port-min=50000",
-            "--port-max=59999",
+            "--port-min=10000",
+            "--port-max=19999",
             "--log-stderr",
             "--log-level=3",
             "--timeout=600",
@@ -441,19 +453,24 @@ fn start_rtpengine(threads: usize) -> Result<Relay, String> {
 
 /// utime + stime of a process, in seconds.
 fn cpu_secs(pid: u32) -> f64 {
+    let (u, s) = cpu_split(pid);
+    u + s
+}
+
+/// (utime, stime) of a process, in seconds.
+fn cpu_split(pid: u32) -> (f64, f64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields after ")" start at index 2 (state); utime is field 14, stime 15 (1-based).
-    let ticks: f64 = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     // SAFETY: sysconf is always safe to call.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz.max(1.0)
+    let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64).max(1.0);
+    (field(11) / hz, field(12) / hz)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -480,6 +497,8 @@ struct Outcome {
     p50_us: f64,
     p99_us: f64,
     rss_per_call_kib: f64,
+    /// Share of the relay's CPU time spent in user space (the rest is the kernel: syscalls).
+    user_share: f64,
 }
 
 fn run_load(relay: &mut Relay, calls: usize, secs: u64) -> Result<Outcome, String> {
@@ -577,6 +596,7 @@ fn run_load(relay: &mut Relay, calls: usize, secs: u64) -> Result<Outcome, Strin
     let total = warmup + Duration::from_secs(secs);
     let mut sent: u64 = 0;
     let mut cpu0 = None;
+    let mut split0 = (0.0, 0.0);
     let mut recv_at_warm = 0;
     let mut buf = [0u8; 2048];
     let slots = 20usize;
@@ -615,11 +635,13 @@ fn run_load(relay: &mut Relay, calls: usize, secs: u64) -> Result<Outcome, Strin
         tick += 1;
         if cpu0.is_none() && start.elapsed() >= warmup {
             cpu0 = Some(cpu_secs(pid));
+            split0 = cpu_split(pid);
             recv_at_warm = received.load(Ordering::Relaxed);
             t_measure = Instant::now();
         }
     }
     let cpu1 = cpu_secs(pid);
+    let split1 = cpu_split(pid);
     let wall = t_measure.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -637,6 +659,7 @@ fn run_load(relay: &mut Relay, calls: usize, secs: u64) -> Result<Outcome, Strin
         lat[((lat.len() - 1) as f64 * p) as usize] as f64
     };
     let cpu = cpu1 - cpu0.unwrap_or(cpu1);
+    let user_share = (split1.0 - split0.0) / cpu.max(1e-9);
     Ok(Outcome {
         relay: relay.name,
         calls,
@@ -647,6 +670,7 @@ fn run_load(relay: &mut Relay, calls: usize, secs: u64) -> Result<Outcome, Strin
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         rss_per_call_kib: rss1.saturating_sub(rss0) as f64 / calls.max(1) as f64,
+        user_share,
     })
 }
 
@@ -696,7 +720,7 @@ fn main() {
             match run_load(&mut relay, n, secs) {
                 Ok(o) => {
                     println!(
-                        "{:<10} calls={:<5} sent={:<8} recv={:<8} loss={:.3}% cpu={:.2}µs/pkt ({:.1}% of a core) latency p50={:.0}µs p99={:.0}µs rss/call={:.1}KiB",
+                        "{:<10} calls={:<5} sent={:<8} recv={:<8} loss={:.3}% cpu={:.2}µs/pkt ({:.1}% of a core) latency p50={:.0}µs p99={:.0}µs rss/call={:.1}KiB user={:.0}%",
                         o.relay,
                         o.calls,
                         o.sent,
@@ -706,7 +730,8 @@ fn main() {
                         o.cpu_percent,
                         o.p50_us,
                         o.p99_us,
-                        o.rss_per_call_kib
+                        o.rss_per_call_kib,
+                        o.user_share * 100.0
                     );
                     results.push(o);
                 }

@@ -10,9 +10,15 @@ use crate::config::{LogConfig, LogFormat};
 pub fn init(cfg: &LogConfig) {
     crate::redact::set_enabled(cfg.redact);
     let directive = std::env::var("SRTP_EDGE_LOG").unwrap_or_else(|_| cfg.level.clone());
-    let filter = EnvFilter::builder()
+    let mut filter = EnvFilter::builder()
         .parse(&directive)
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Whatever the level, libraries that would log audio frames or secrets stay quiet.
+    for d in crate::fork::LOG_DIRECTIVES {
+        if let Ok(d) = d.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

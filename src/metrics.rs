@@ -40,4 +40,5 @@ fn describe() {
     describe_counter!(ADMIN_REQUESTS, "Admin HTTPS requests by path and status");
     describe_counter!(CERT_RELOADS, "Certificate reloads (SIGHUP) by result");
     describe_gauge!(START_TIME, Unit::Seconds, "Process start time (Unix epoch)");
+    crate::fork::metrics::describe();
 }

@@ -1,14 +1,19 @@
 //! Per-SSRC state of one context: rollover counter, highest index and replay windows for SRTP,
 //! and the SRTCP send and receive indexes.
 //!
-//! The table is bounded ([`MAX_STREAMS`]) and all of its memory, replay bitmaps included, is
-//! allocated when the context is created, so a packet never allocates. A new SSRC beyond the bound
-//! is an error for the caller to count, not a reason to grow.
+//! The table is bounded ([`MAX_STREAMS`]). Room for [`INITIAL_STREAMS`] SSRCs (a call direction
+//! normally carries one), replay bitmaps included, is allocated when the context is created, so
+//! packets of known streams never allocate; the table doubles only when a *new, authenticated*
+//! SSRC needs room (at most four times in a context's life), which keeps a call's memory small.
+//! A new SSRC beyond the bound is an error for the caller to count, not a reason to grow.
 
 use super::{replay, Error};
 
 /// Most SSRCs one context tracks (a call direction normally carries one or two).
 pub const MAX_STREAMS: usize = 64;
+
+/// SSRCs a context has room for when created.
+pub const INITIAL_STREAMS: usize = 4;
 
 /// The state of one SSRC.
 #[derive(Clone, Copy, Debug, Default)]
@@ -39,22 +44,22 @@ impl Stream {
 /// The bounded SSRC table with its preallocated replay bitmaps.
 pub struct StreamTable {
     streams: Vec<Stream>,
-    bits: Box<[u64]>,
+    bits: Vec<u64>,
     words: usize,
     window: usize,
     last: usize,
 }
 
 impl StreamTable {
-    /// Allocates room for [`MAX_STREAMS`] streams with replay windows of `window` packets.
+    /// Allocates room for [`INITIAL_STREAMS`] streams with replay windows of `window` packets.
     pub fn new(window: usize) -> Result<Self, Error> {
         if !(replay::MIN_WINDOW..=replay::MAX_WINDOW).contains(&window) {
             return Err(Error::BadReplayWindow);
         }
         let words = replay::words_for(window);
         Ok(StreamTable {
-            streams: Vec::with_capacity(MAX_STREAMS),
-            bits: vec![0u64; MAX_STREAMS * 2 * words].into_boxed_slice(),
+            streams: Vec::with_capacity(INITIAL_STREAMS),
+            bits: vec![0u64; INITIAL_STREAMS * 2 * words],
             words,
             window,
             last: 0,
@@ -83,7 +88,12 @@ impl StreamTable {
         if self.streams.len() >= MAX_STREAMS {
             return Err(Error::TooManyStreams);
         }
-        // Capacity was reserved in `new`, so this push does not allocate.
+        if self.streams.len() == self.streams.capacity() {
+            // A new authenticated SSRC and no room: double (bounded by MAX_STREAMS).
+            let cap = (self.streams.capacity() * 2).clamp(INITIAL_STREAMS, MAX_STREAMS);
+            self.streams.reserve_exact(cap - self.streams.len());
+            self.bits.resize(cap * 2 * self.words, 0);
+        }
         self.streams.push(Stream {
             ssrc,
             ..Stream::default()
@@ -201,16 +211,26 @@ mod tests {
     }
 
     #[test]
-    fn table_is_bounded_and_preallocated() {
+    fn table_is_bounded_and_grows_only_for_new_streams() {
         let mut t = StreamTable::new(128).unwrap();
-        let cap = t.streams.capacity();
+        assert_eq!(t.streams.capacity(), INITIAL_STREAMS);
+        let mut grew = 0;
         for ssrc in 0..MAX_STREAMS as u32 {
+            let cap = t.streams.capacity();
             assert_eq!(t.find_or_insert(ssrc), Ok(ssrc as usize));
+            grew += usize::from(t.streams.capacity() != cap);
+            // Known streams never grow the table.
+            let cap = t.streams.capacity();
+            assert_eq!(t.find_or_insert(ssrc / 2), Ok((ssrc / 2) as usize));
+            assert_eq!(t.streams.capacity(), cap);
         }
+        assert_eq!(grew, 4, "4 -> 8 -> 16 -> 32 -> 64");
         assert!(t.is_full());
+        let cap = t.streams.capacity();
         assert_eq!(t.find_or_insert(1000), Err(Error::TooManyStreams));
         assert_eq!(t.find_or_insert(17), Ok(17));
         assert_eq!(t.streams.capacity(), cap);
+        assert_eq!(cap, MAX_STREAMS);
         let (_, bits) = t.rtcp_mut(MAX_STREAMS - 1).unwrap();
         assert_eq!(bits.len(), 2);
         assert!(t.rtp_mut(MAX_STREAMS).is_none());
