@@ -2,6 +2,7 @@
 //! with a temporary state directory, wait for it, talk to it, and stop it when dropped.
 #![allow(dead_code)]
 
+pub mod b2bua;
 pub mod interop;
 
 use std::io::{Read, Write};
