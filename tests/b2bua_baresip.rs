@@ -293,8 +293,9 @@ fn cancel_of_a_ringing_baresip_gets_487_and_frees_ports() {
     assert_eq!(got, [200, 487]);
     assert!(
         edge.wait_no_media(Duration::from_secs(3)),
-        "{}",
-        edge.media_calls()
+        "{}\n{}",
+        edge.media_calls(),
+        edge.daemon.log_text()
     );
     callee.stop_with(libc::SIGTERM, Duration::from_secs(5));
 }

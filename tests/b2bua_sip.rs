@@ -153,7 +153,8 @@ fn rfc4475_over_tls() {
         ("regescrt", Some(0)),
         ("sdp01", Some(406)),
         ("inv2543", Some(400)),
-        ("test", Some(400)),
+        // No Via: a 400 could not be routed back, so nothing is sent; the connection lives on.
+        ("test", None),
     ];
     let rejections = [400, 403, 406, 415, 416, 420, 483, 505, 513];
     let mut failures = Vec::new();

@@ -69,7 +69,11 @@ impl Edge {
         let ng = self.daemon.ng.expect("ng address");
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        sock.send_to(b"l1 d7:command4:liste", ng).unwrap();
+        // A fresh cookie each time: the ng server answers a repeated cookie from its cache.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sock.send_to(format!("list{n} d7:command4:liste").as_bytes(), ng)
+            .unwrap();
         let mut buf = [0u8; 4096];
         let n = sock.recv(&mut buf).unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
