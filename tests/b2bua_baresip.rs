@@ -299,3 +299,39 @@ fn cancel_of_a_ringing_baresip_gets_487_and_frees_ports() {
     );
     callee.stop_with(libc::SIGTERM, Duration::from_secs(5));
 }
+
+#[test]
+fn callee_hangs_up_and_the_bye_reaches_the_caller() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let d = dir.path();
+    // The callee quits (hanging up with a BYE) 8 s after it starts; the caller would stay 30 s.
+    let (mut callee, callee_tls) = callee(d, "callee", port_range(100), 8);
+    let edge = edge_to(d, callee_tls);
+    write_ua(d, "caller", "caller", "caller", port_range(100));
+    let mut cmd = Command::new("baresip");
+    cmd.arg("-f")
+        .arg(d.join("caller"))
+        .args(["-t", "30"])
+        .arg("-e")
+        .arg(format!("/dial sip:callee@{};transport=tls", edge.sip));
+    let mut caller = Proc::spawn("caller", cmd, &d.join("caller.log")).unwrap();
+    let established = wait_until(&mut caller, Duration::from_secs(20), |p| {
+        p.log_text().contains("Call established")
+    });
+    callee.wait_exit(Duration::from_secs(20));
+    let hung_up = wait_until(&mut caller, Duration::from_secs(10), |p| {
+        p.log_text().contains("terminated")
+    });
+    let released = edge.wait_no_media(Duration::from_secs(5));
+    caller.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    let logs = format!(
+        "===== caller =====\n{}\n===== callee =====\n{}\n===== srtp-edge =====\n{}",
+        caller.log_text(),
+        callee.log_text(),
+        edge.daemon.log_text()
+    );
+    assert!(established, "{logs}");
+    assert!(hung_up, "the caller never got the callee's BYE\n{logs}");
+    assert!(released, "{}\n{logs}", edge.media_calls());
+}

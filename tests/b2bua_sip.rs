@@ -32,6 +32,27 @@ fn options_register_and_strangers() {
     c.send(simple("MESSAGE", edge.sip, local, "msg1").as_bytes());
     c.expect_status(405, T);
 
+    // Counted in the metrics.
+    let cfg = common::client(common::roots_from(&ca), &[&rustls::version::TLS13]);
+    let mut s = common::connect(cfg, edge.daemon.admin).unwrap();
+    let auth = format!("Bearer {}", edge.daemon.token());
+    let (status, _, body) = common::http_get(&mut s, "/metrics", Some(&auth));
+    assert_eq!(status, 200);
+    for line in [
+        "srtp_edge_sip_requests_total{method=\"OPTIONS\"} 2",
+        "srtp_edge_sip_requests_total{method=\"REGISTER\"} 1",
+        "srtp_edge_sip_responses_total{status=\"405\"} 2",
+        "srtp_edge_sip_responses_total{status=\"200\"} 2",
+    ] {
+        assert!(body.contains(line), "{line} missing:\n{body}");
+    }
+    assert!(
+        body.contains(
+            "srtp_edge_tls_handshakes_total{listener=\"sip\",version=\"1.3\",result=\"ok\"}"
+        ),
+        "{body}"
+    );
+
     // The same requests from a source outside every trunk.
     let dir2 = tempfile::tempdir().unwrap();
     certs(dir2.path());

@@ -79,7 +79,7 @@ struct Rig {
 
 /// The edge with a trunk offering only AES_CM_128_HMAC_SHA1_80 (what uas_answer.xml answers),
 /// a stunnel client in front and, when `uas_calls` > 0, a SIPp UAS behind a stunnel server.
-fn rig(uas_calls: u32) -> (Rig, Option<Proc>) {
+fn rig(uas_scenario: &str, uas_calls: u32) -> (Rig, Option<Proc>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_certs(d);
@@ -93,7 +93,7 @@ fn rig(uas_calls: u32) -> (Rig, Option<Proc>) {
         let mut cmd = Command::new("sipp");
         cmd.current_dir(d)
             .arg("-sf")
-            .arg(interop_dir().join("sipp/uas_answer.xml"))
+            .arg(interop_dir().join("sipp").join(uas_scenario))
             .args(["-t", "t1", "-i", "127.0.0.1", "-p", &uas_port.to_string()])
             .args([
                 "-m",
@@ -155,7 +155,7 @@ fn rig(uas_calls: u32) -> (Rig, Option<Proc>) {
 
 #[test]
 fn sipp_options_and_plain_offer() {
-    let (r, _) = rig(0);
+    let (r, _) = rig("", 0);
     let d = r.dir.path();
     let (ok, log) = uac(d, "uac_options.xml", r.front, 3, 10, &[]);
     assert!(ok, "{log}\n{}", r.edge.daemon.log_text());
@@ -167,7 +167,7 @@ fn sipp_options_and_plain_offer() {
 #[test]
 fn sipp_basic_calls_through_stunnel() {
     let calls = 20;
-    let (r, uas) = rig(calls);
+    let (r, uas) = rig("uas_answer.xml", calls);
     let mut uas = uas.unwrap();
     let d = r.dir.path();
     let t0 = Instant::now();
@@ -187,4 +187,67 @@ fn sipp_basic_calls_through_stunnel() {
         r.edge.media_calls()
     );
     eprintln!("{calls} SIPp calls through srtp-edge in {took:?}");
+}
+
+#[test]
+fn sipp_callee_answering_plain_rtp_is_torn_down() {
+    let calls = 3;
+    let (r, uas) = rig("uas_plain_answer.xml", calls);
+    let mut uas = uas.unwrap();
+    let d = r.dir.path();
+    let (ok, log) = uac(d, "uac_srtp_expect_488.xml", r.front, calls, 10, &[]);
+    // The UAS scenario ends with the BYE srtp-edge sends after refusing its answer.
+    uas.wait_exit(Duration::from_secs(20));
+    assert!(
+        ok,
+        "uac:\n{log}\nuas:\n{}\nedge:\n{}",
+        uas.log_text(),
+        r.edge.daemon.log_text()
+    );
+    assert!(uas.exit_ok(), "uas never got its BYE:\n{}", uas.log_text());
+    assert!(
+        r.edge.wait_no_media(Duration::from_secs(5)),
+        "{}",
+        r.edge.media_calls()
+    );
+}
+
+/// Load: SIPp places `SIPP_CALLS` calls (default 1000) at `SIPP_RATE` calls/s (default 100)
+/// through stunnel → srtp-edge → stunnel → SIPp UAS, one TLS connection each side (reuse), each
+/// call anchored (SDES keys generated, media ports opened) and hung up after 200 ms. Prints SIPp's
+/// final statistics (setup time = INVITE to 200, "Response Time 1"). Run with
+/// `cargo test --release --test b2bua_sipp -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sipp_call_rate() {
+    let env = |k: &str, d: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (calls, rate) = (env("SIPP_CALLS", 1000), env("SIPP_RATE", 100));
+    let (r, uas) = rig("uas_answer.xml", calls);
+    let mut uas = uas.unwrap();
+    let d = r.dir.path();
+    let t0 = Instant::now();
+    let (ok, log) = uac(
+        d,
+        "uac_call.xml",
+        r.front,
+        calls,
+        rate,
+        &["-d", "200", "-l", "2000"],
+    );
+    let took = t0.elapsed();
+    uas.wait_exit(Duration::from_secs(20));
+    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    eprintln!("{}", tail.join("\n"));
+    eprintln!(
+        "{calls} calls at {rate}/s offered: {:.1} calls/s achieved, ok = {ok}",
+        f64::from(calls) / took.as_secs_f64()
+    );
+    assert!(ok);
+    assert!(r.edge.wait_no_media(Duration::from_secs(10)));
 }

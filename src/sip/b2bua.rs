@@ -39,6 +39,8 @@ pub const SIP_CALLS: &str = "srtp_edge_sip_calls_total";
 pub const TIMER_B: Duration = Duration::from_secs(32);
 /// Most calls held at once; more INVITEs get 503.
 pub const MAX_CALLS: usize = 20_000;
+/// How often established calls are checked against the media plane (media timeouts).
+pub const AUDIT_EVERY: Duration = Duration::from_secs(5);
 /// Methods answered in `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
 
@@ -51,6 +53,8 @@ pub trait MediaPlane {
     fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError>;
     /// Releases the call's ports (unknown calls are fine).
     fn delete(&self, call_id: &str);
+    /// The calls the media plane still holds (it ends calls on its own after a media timeout).
+    fn live(&self) -> std::collections::HashSet<String>;
 }
 
 impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
@@ -63,6 +67,9 @@ impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
     fn delete(&self, call_id: &str) {
         (**self).delete(call_id)
     }
+    fn live(&self) -> std::collections::HashSet<String> {
+        (**self).live()
+    }
 }
 
 impl MediaPlane for crate::media::calls::Calls {
@@ -74,6 +81,9 @@ impl MediaPlane for crate::media::calls::Calls {
     }
     fn delete(&self, call_id: &str) {
         let _ = crate::media::calls::Calls::delete(self, call_id);
+    }
+    fn live(&self) -> std::collections::HashSet<String> {
+        self.list(usize::MAX).into_iter().collect()
     }
 }
 
@@ -182,6 +192,7 @@ pub struct B2bua<M: MediaPlane> {
     calls: HashMap<String, Call>,
     by_a: HashMap<Vec<u8>, String>,
     txs: HashMap<String, (String, Tx)>,
+    next_audit: Option<Instant>,
 }
 
 fn rand_hex(bytes: usize) -> String {
@@ -251,6 +262,7 @@ impl<M: MediaPlane> B2bua<M> {
             calls: HashMap::new(),
             by_a: HashMap::new(),
             txs: HashMap::new(),
+            next_audit: None,
         }
     }
 
@@ -1113,6 +1125,26 @@ impl<M: MediaPlane> B2bua<M> {
     /// with 408 (CANCEL sent upstream).
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        // Established calls whose media the engine ended (no media for media.timeout_secs):
+        // hang up both legs.
+        if self.next_audit.is_none_or(|t| t <= now) {
+            self.next_audit = Some(now + AUDIT_EVERY);
+            if self.calls.values().any(|c| c.state == State::Confirmed) {
+                let live = self.media.live();
+                let dead: Vec<String> = self
+                    .calls
+                    .values()
+                    .filter(|c| c.state == State::Confirmed && !live.contains(&c.key))
+                    .map(|c| c.key.clone())
+                    .collect();
+                for k in dead {
+                    tracing::info!(call = %&k[..k.len().min(8)], "media timed out: hanging up both legs");
+                    self.send_dialog(&k, Side::A, Method::Bye, Tx::Consume, None, &mut out);
+                    self.send_dialog(&k, Side::B, Method::Bye, Tx::Consume, None, &mut out);
+                    self.end_call(&k, "media_timeout");
+                }
+            }
+        }
         let due: Vec<(String, State)> = self
             .calls
             .values()
@@ -1173,6 +1205,7 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         log: RefCell<Vec<String>>,
+        live: RefCell<std::collections::HashSet<String>>,
     }
 
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.9.9.9\r\ns=-\r\nc=IN IP4 10.9.9.9\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n";
@@ -1185,6 +1218,7 @@ mod tests {
             if n.sdp.windows(8).any(|w| w == b"RTP/AVP ") {
                 return Err(CallError::Policy(PolicyError::PlaintextMedia { index: 0 }));
             }
+            self.live.borrow_mut().insert(n.call_id.to_string());
             Ok("v=0 edge-offer\r\n".into())
         }
         fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
@@ -1198,7 +1232,11 @@ mod tests {
             Ok("v=0 edge-answer\r\n".into())
         }
         fn delete(&self, call_id: &str) {
+            self.live.borrow_mut().remove(call_id);
             self.log.borrow_mut().push(format!("delete {call_id}"));
+        }
+        fn live(&self) -> std::collections::HashSet<String> {
+            self.live.borrow().clone()
         }
     }
 
@@ -1597,6 +1635,29 @@ mod tests {
             .last()
             .unwrap()
             .starts_with("delete "));
+    }
+
+    #[test]
+    fn media_timeout_hangs_up_both_legs() {
+        let mut b = b2bua();
+        let (up, _) = established(&mut b);
+        let key = text(up.headers.call_id().unwrap());
+        let t0 = now();
+        assert!(b.tick(t0).is_empty());
+        // The engine ends the call on its own (media timeout).
+        b.media().live.borrow_mut().remove(&key);
+        assert!(
+            b.tick(t0 + Duration::from_secs(1)).is_empty(),
+            "audited too often"
+        );
+        let out = b.tick(t0 + AUDIT_EVERY);
+        let byes: Vec<Peer> = out
+            .iter()
+            .filter(|a| request(a).method == Method::Bye)
+            .map(|a| parsed(a).0)
+            .collect();
+        assert_eq!(byes, [TRUNK, UP]);
+        assert!(b.is_empty());
     }
 
     #[test]
