@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::b2bua::{start_edge_cfg, Edge};
+use common::b2bua::{start_edge_ports, Edge};
 use common::interop::{interop_dir, make_certs, tcp_up, wait_until, Proc};
 
 fn stunnel(d: &Path, name: &str, body: &str, up: SocketAddr) -> Proc {
@@ -80,6 +80,10 @@ struct Rig {
 /// The edge with a trunk offering only AES_CM_128_HMAC_SHA1_80 (what uas_answer.xml answers),
 /// a stunnel client in front and, when `uas_calls` > 0, a SIPp UAS behind a stunnel server.
 fn rig(uas_scenario: &str, uas_calls: u32) -> (Rig, Option<Proc>) {
+    rig_ports(uas_scenario, uas_calls, 100)
+}
+
+fn rig_ports(uas_scenario: &str, uas_calls: u32, ports: u16) -> (Rig, Option<Proc>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_certs(d);
@@ -122,12 +126,13 @@ fn rig(uas_scenario: &str, uas_calls: u32) -> (Rig, Option<Proc>) {
             back,
         ));
     }
-    let edge = start_edge_cfg(
+    let edge = start_edge_ports(
         d,
         &format!(
             "[[trunks]]\nname = \"lo\"\nfrom = [\"127.0.0.0/8\"]\nsdes_suites = [\"AES_CM_128_HMAC_SHA1_80\"]\n\
              [[routes]]\ntarget = \"sip:{back};transport=tls\"\n"
         ),
+        ports,
     );
     let front: SocketAddr = format!("127.0.0.1:{}", common::free_tcp_port())
         .parse()
@@ -227,7 +232,7 @@ fn sipp_call_rate() {
             .unwrap_or(d)
     };
     let (calls, rate) = (env("SIPP_CALLS", 1000), env("SIPP_RATE", 100));
-    let (r, uas) = rig("uas_answer.xml", calls);
+    let (r, uas) = rig_ports("uas_answer.xml", calls, 4000);
     let mut uas = uas.unwrap();
     let d = r.dir.path();
     let t0 = Instant::now();
@@ -237,16 +242,41 @@ fn sipp_call_rate() {
         r.front,
         calls,
         rate,
-        &["-d", "200", "-l", "2000"],
+        &["-d", "200", "-l", "900", "-trace_rtt", "-rtt_freq", "1"],
     );
     let took = t0.elapsed();
     uas.wait_exit(Duration::from_secs(20));
     let tail: Vec<&str> = log.lines().rev().take(60).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     eprintln!("{}", tail.join("\n"));
+    // Setup time (INVITE sent to 200 received) per call, from SIPp's -trace_rtt file.
+    let mut rtt: Vec<f64> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with("_rtt.csv"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split(';').nth(1).and_then(|v| v.trim().parse().ok()))
+                .collect::<Vec<f64>>()
+        })
+        .collect();
+    rtt.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        rtt.get(((rtt.len() as f64 * p) as usize).min(rtt.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     eprintln!(
-        "{calls} calls at {rate}/s offered: {:.1} calls/s achieved, ok = {ok}",
-        f64::from(calls) / took.as_secs_f64()
+        "{calls} calls at {rate}/s offered: {:.1} calls/s achieved, ok = {ok}; setup (INVITE→200) \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} samples",
+        f64::from(calls) / took.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        rtt.last().copied().unwrap_or(f64::NAN),
+        rtt.len()
     );
     assert!(ok);
     assert!(r.edge.wait_no_media(Duration::from_secs(10)));

@@ -36,8 +36,13 @@ pub fn start_edge(certs: &Path, trunk_from: &str, routes: &str) -> Edge {
 
 /// Like [`start_edge`] with the `[[trunks]]` and `[[routes]]` TOML given whole.
 pub fn start_edge_cfg(certs: &Path, trunks_and_routes: &str) -> Edge {
+    start_edge_ports(certs, trunks_and_routes, 100)
+}
+
+/// Like [`start_edge_cfg`] with `ports` media ports (4 per call: two legs, RTP and RTCP).
+pub fn start_edge_ports(certs: &Path, trunks_and_routes: &str, ports: u16) -> Edge {
     let sip: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-    let (pmin, pmax) = port_range(100);
+    let (pmin, pmax) = port_range(ports);
     let p = |f: &str| certs.join(f).display().to_string();
     let extra = format!(
         "[tls]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n[sip]\nlisten = [\"{sip}\"]\n\
