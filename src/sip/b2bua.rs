@@ -1535,6 +1535,55 @@ mod tests {
     }
 
     #[test]
+    fn reinvite_info_and_unknown_methods_from_the_caller() {
+        let mut b = b2bua();
+        let (up, a_tag) = established(&mut b);
+        let key = text(up.headers.call_id().unwrap());
+        let to = format!(";tag={a_tag}");
+        // re-INVITE from the caller (hold, re-key): offered upstream with CSeq 2 in leg B's space.
+        let out = b.handle(now(), TRUNK, trunk_ip(), req("INVITE", &to, OFFER));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let re = request(&out[0]);
+        assert_eq!(parsed(&out[0]).0, UP);
+        assert_eq!(re.headers.cseq().unwrap().seq, 2);
+        assert_eq!(text(re.headers.call_id().unwrap()), key);
+        assert_eq!(
+            re.uri.to_string(),
+            "sip:bob@198.51.100.7:5071;transport=tls"
+        );
+        assert_eq!(
+            b.media().log.borrow().last().unwrap(),
+            &format!("offer {key} atag")
+        );
+        let out = b.handle(now(), UP, target_ip(), answer_to(&re, 200, OFFER));
+        assert_eq!(status(&out[0]), 200);
+        assert_eq!(parsed(&out[0]).0, TRUNK);
+        assert_eq!(parsed(&out[1]).0, UP);
+        assert_eq!(request(&out[1]).method, Method::Ack);
+        assert_eq!(request(&out[1]).headers.cseq().unwrap().seq, 2);
+        // INFO (DTMF) is relayed with its body; the answer comes back.
+        let mut info = req("INFO", &to, "Signal=5\r\nDuration=160\r\n");
+        if let Message::Request(r) = &mut info {
+            r.headers.set("Content-Type", "application/dtmf-relay");
+            r.headers.set("CSeq", "3 INFO");
+        }
+        let out = b.handle(now(), TRUNK, trunk_ip(), info);
+        let fwd = request(&out[0]);
+        assert_eq!(fwd.method, Method::Info);
+        assert_eq!(fwd.body, b"Signal=5\r\nDuration=160\r\n");
+        assert_eq!(
+            fwd.headers.get("Content-Type"),
+            Some(&b"application/dtmf-relay"[..])
+        );
+        let out = b.handle(now(), UP, target_ip(), answer_to(&fwd, 200, ""));
+        assert_eq!((status(&out[0]), parsed(&out[0]).0), (200, TRUNK));
+        // An in-dialog method the edge does not relay.
+        let out = b.handle(now(), TRUNK, trunk_ip(), req("REFER", &to, ""));
+        assert_eq!(status(&out[0]), 501);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
     fn plaintext_offer_gets_488_and_no_ports() {
         let mut b = b2bua();
         let plain = OFFER.replace("RTP/SAVP", "RTP/AVP");
