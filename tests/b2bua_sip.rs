@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::b2bua::{certs, header, invite, sdp_offer, simple, start_edge, status_of, SipClient};
@@ -218,4 +219,52 @@ fn rfc4475_over_tls() {
     let local = c.local();
     c.send(simple("OPTIONS", edge.sip, local, "after").as_bytes());
     c.expect_status(200, T);
+}
+
+/// sslscan (Debian) against the SIP port: TLS 1.3 only by default; with `min_version = "1.2"`,
+/// TLS 1.2 offers only ECDHE key exchange with AEAD ciphers.
+#[test]
+fn sslscan_of_the_sip_port() {
+    if Command::new("sslscan").arg("--version").output().is_err() {
+        eprintln!("sslscan not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let scan = |addr: std::net::SocketAddr| -> String {
+        let out = Command::new("sslscan")
+            .args(["--no-colour", "--no-heartbleed"])
+            .arg(addr.to_string())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let edge = start_edge(dir.path(), "127.0.0.0/8", "");
+    let out = scan(edge.sip);
+    let enabled = |out: &str, v: &str| {
+        out.lines()
+            .any(|l| l.starts_with(v) && l.contains("enabled"))
+    };
+    assert!(enabled(&out, "TLSv1.3"), "{out}");
+    for v in ["SSLv2", "SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2"] {
+        assert!(!enabled(&out, v), "{v} enabled:\n{out}");
+    }
+    drop(edge);
+
+    let edge12 = common::b2bua::start_edge_tls12(dir.path());
+    let out = scan(edge12.sip);
+    assert!(enabled(&out, "TLSv1.2"), "{out}");
+    let tls12: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            (l.starts_with("Accepted") || l.starts_with("Preferred")) && l.contains("TLSv1.2")
+        })
+        .collect();
+    assert!(!tls12.is_empty(), "{out}");
+    for l in &tls12 {
+        assert!(
+            l.contains("ECDHE") && (l.contains("GCM") || l.contains("CHACHA20")),
+            "non ECDHE+AEAD suite: {l}\n{out}"
+        );
+    }
 }

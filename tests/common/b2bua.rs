@@ -41,11 +41,25 @@ pub fn start_edge_cfg(certs: &Path, trunks_and_routes: &str) -> Edge {
 
 /// Like [`start_edge_cfg`] with `ports` media ports (4 per call: two legs, RTP and RTCP).
 pub fn start_edge_ports(certs: &Path, trunks_and_routes: &str, ports: u16) -> Edge {
+    start_edge_full(certs, "", trunks_and_routes, ports)
+}
+
+/// The edge with `tls.min_version = "1.2"` and one loopback trunk.
+pub fn start_edge_tls12(certs: &Path) -> Edge {
+    start_edge_full(
+        certs,
+        "min_version = \"1.2\"\n",
+        "[[trunks]]\nname = \"lo\"\nfrom = [\"127.0.0.0/8\"]\n",
+        100,
+    )
+}
+
+fn start_edge_full(certs: &Path, tls_extra: &str, trunks_and_routes: &str, ports: u16) -> Edge {
     let sip: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let (pmin, pmax) = port_range(ports);
     let p = |f: &str| certs.join(f).display().to_string();
     let extra = format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n[sip]\nlisten = [\"{sip}\"]\n\
+        "[tls]\n{tls_extra}cert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n[sip]\nlisten = [\"{sip}\"]\n\
          [media]\nport_min = {pmin}\nport_max = {pmax}\n{trunks_and_routes}\n",
         p("cert.pem"),
         p("key.pem"),
