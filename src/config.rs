@@ -267,6 +267,10 @@ pub struct TrunkConfig {
     pub name: String,
     /// Source prefixes of this trunk.
     pub from: Vec<IpNet>,
+    /// Names (DNS or IP SAN) a client certificate may prove to be this trunk (mutual TLS).
+    pub client_names: Vec<String>,
+    /// Roots that verify this trunk's client certificate (default: `tls.ca_file`).
+    pub client_ca_file: Option<PathBuf>,
     /// SDES suites for calls from this trunk (empty: `media.suites`).
     pub sdes_suites: Vec<Profile>,
 }
@@ -352,6 +356,8 @@ impl Default for RawSip {
 struct RawTrunk {
     name: String,
     from: Vec<String>,
+    client_names: Vec<String>,
+    client_ca_file: String,
     sdes_suites: Vec<String>,
 }
 
@@ -890,11 +896,25 @@ impl Validator {
             } else if out.iter().any(|o| o.name == t.name) {
                 self.err(format!("{key}.name"), format!("{:?} is used twice", t.name));
             }
-            if t.from.is_empty() {
+            if t.from.is_empty() && t.client_names.is_empty() {
                 self.err(
                     format!("{key}.from"),
-                    "must list at least one source address or prefix",
+                    "must list at least one source address or prefix (or set client_names)",
                 );
+            }
+            for (j, n) in t.client_names.iter().enumerate() {
+                if rustls_pki_types::ServerName::try_from(n.clone()).is_err() {
+                    self.err(
+                        format!("{key}.client_names[{j}]"),
+                        format!("{n:?} is not a DNS name or IP address"),
+                    );
+                }
+            }
+            let client_ca_file = non_empty_path(&t.client_ca_file);
+            if let Some(ca) = &client_ca_file {
+                if let Err(e) = crate::tls::certs::load_chain(ca) {
+                    self.err(format!("{key}.client_ca_file"), e);
+                }
             }
             let from = t
                 .from
@@ -910,6 +930,8 @@ impl Validator {
             out.push(TrunkConfig {
                 name: t.name,
                 from,
+                client_names: t.client_names,
+                client_ca_file,
                 sdes_suites,
             });
         }

@@ -238,9 +238,35 @@ async fn run(cfg: Config) -> Result<(), String> {
     // SIP over TLS: the B2BUA.
     if !cfg.sip.listen.is_empty() {
         let (core, targets) = sip_b2bua(&cfg, calls.clone())?;
-        let shared = srtp_edge::sip::transport::Shared::new(core, targets);
-        let tls_cfg = tls::server_config(cfg.tls.min_version, store.clone(), &[])
-            .map_err(|e| e.to_string())?;
+        let mut cert_trunks = Vec::new();
+        let mut client_roots = rustls::RootCertStore::empty();
+        for (i, t) in cfg.trunks.iter().enumerate() {
+            if t.client_names.is_empty() {
+                continue;
+            }
+            let names = t
+                .client_names
+                .iter()
+                .filter_map(|n| rustls_pki_types::ServerName::try_from(n.clone()).ok())
+                .collect();
+            cert_trunks.push((i, names));
+            let mut c = cfg.tls.clone();
+            if t.client_ca_file.is_some() {
+                c.ca_file = t.client_ca_file.clone();
+            }
+            let roots =
+                tls::client_roots(&c).map_err(|e| format!("trunks[{i}].client_ca_file: {e}"))?;
+            client_roots.roots.extend(roots.roots);
+        }
+        // Mutual TLS (optional, so address-matched trunks still connect) when a trunk is
+        // recognised by its client certificate.
+        let tls_cfg = if cert_trunks.is_empty() {
+            tls::server_config(cfg.tls.min_version, store.clone(), &[])
+        } else {
+            tls::server_config_mtls(cfg.tls.min_version, store.clone(), client_roots, true)
+        }
+        .map_err(|e| e.to_string())?;
+        let shared = srtp_edge::sip::transport::Shared::new(core, targets, cert_trunks);
         for (i, addr) in cfg.sip.listen.iter().enumerate() {
             let l = tokio::net::TcpListener::bind(addr)
                 .await

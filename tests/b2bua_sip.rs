@@ -268,3 +268,25 @@ fn sslscan_of_the_sip_port() {
         );
     }
 }
+
+/// A trunk recognised by its client certificate (mutual TLS) rather than its address: without a
+/// certificate the same source gets 403, with one naming the trunk it is served.
+#[test]
+fn trunk_by_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let edge = common::b2bua::start_edge_cfg(
+        dir.path(),
+        "[[trunks]]\nname = \"pbx\"\nclient_names = [\"localhost\"]\n",
+    );
+    let mut anon = SipClient::connect(edge.sip, &dir.path().join("ca.pem"));
+    let local = anon.local();
+    anon.send(simple("OPTIONS", edge.sip, local, "anon").as_bytes());
+    anon.expect_status(403, T);
+    let mut pbx = SipClient::connect_with_cert(edge.sip, dir.path());
+    let local = pbx.local();
+    pbx.send(simple("OPTIONS", edge.sip, local, "pbx").as_bytes());
+    pbx.expect_status(200, T);
+    pbx.send(simple("REGISTER", edge.sip, local, "pbx2").as_bytes());
+    pbx.expect_status(405, T);
+}

@@ -193,6 +193,8 @@ pub struct B2bua<M: MediaPlane> {
     by_a: HashMap<Vec<u8>, String>,
     txs: HashMap<String, (String, Tx)>,
     next_audit: Option<Instant>,
+    /// Connections whose client certificate proved a trunk (mutual TLS).
+    conn_trunks: HashMap<u64, usize>,
 }
 
 fn rand_hex(bytes: usize) -> String {
@@ -263,7 +265,19 @@ impl<M: MediaPlane> B2bua<M> {
             by_a: HashMap::new(),
             txs: HashMap::new(),
             next_audit: None,
+            conn_trunks: HashMap::new(),
         }
+    }
+
+    /// Connection `conn` presented a client certificate valid for `trunk`: its requests come
+    /// from that trunk, whatever their source address.
+    pub fn conn_identified(&mut self, conn: u64, trunk: usize) {
+        self.conn_trunks.insert(conn, trunk);
+    }
+
+    /// Connection `conn` is gone.
+    pub fn conn_closed(&mut self, conn: u64) {
+        self.conn_trunks.remove(&conn);
     }
 
     /// Calls in progress (any state).
@@ -357,7 +371,11 @@ impl<M: MediaPlane> B2bua<M> {
         if req.method == Method::Ack {
             return;
         }
-        let Some(trunk) = trunk_for(&self.settings.trunks, ip) else {
+        let by_cert = match peer {
+            Peer::Conn(id) => self.conn_trunks.get(&id).copied(),
+            Peer::Route(_) => None,
+        };
+        let Some(trunk) = by_cert.or_else(|| trunk_for(&self.settings.trunks, ip)) else {
             tracing::info!(ip = %Redacted(ip), method = %req.method, "SIP request not from a trunk: 403");
             out.push(self.reply(peer, &req, 403, Some(&rand_hex(6))));
             return;
@@ -1346,6 +1364,22 @@ mod tests {
         assert!(b
             .handle(now(), TRUNK, trunk_ip(), req("ACK", ";tag=zz", ""))
             .is_empty());
+    }
+
+    #[test]
+    fn trunk_by_client_certificate() {
+        let mut b = b2bua();
+        let elsewhere: IpAddr = "203.0.113.77".parse().unwrap();
+        let out = b.handle(now(), Peer::Conn(3), elsewhere, req("OPTIONS", "", ""));
+        assert_eq!(status(&out[0]), 403);
+        b.conn_identified(3, 0);
+        let out = b.handle(now(), Peer::Conn(3), elsewhere, req("OPTIONS", "", ""));
+        assert_eq!(status(&out[0]), 200);
+        let out = b.handle(now(), Peer::Conn(4), elsewhere, req("OPTIONS", "", ""));
+        assert_eq!(status(&out[0]), 403);
+        b.conn_closed(3);
+        let out = b.handle(now(), Peer::Conn(3), elsewhere, req("OPTIONS", "", ""));
+        assert_eq!(status(&out[0]), 403);
     }
 
     #[test]

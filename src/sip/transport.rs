@@ -64,6 +64,8 @@ pub struct Shared<M: MediaPlane> {
     sources: Mutex<HashMap<IpAddr, Bucket>>,
     next_conn: std::sync::atomic::AtomicU64,
     limits: Limits,
+    /// Trunks recognised by client certificate: (trunk index, names the certificate may hold).
+    cert_trunks: Vec<(usize, Vec<ServerName<'static>>)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,8 +73,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<M: MediaPlane + Send + 'static> Shared<M> {
-    /// Shared state over a B2BUA and the route targets (indexed like the routes).
-    pub fn new(core: B2bua<M>, targets: Vec<Target>) -> Arc<Self> {
+    /// Shared state over a B2BUA, the route targets (indexed like the routes) and the trunks
+    /// recognised by client certificate.
+    pub fn new(
+        core: B2bua<M>,
+        targets: Vec<Target>,
+        cert_trunks: Vec<(usize, Vec<ServerName<'static>>)>,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             core: Mutex::new(core),
             conns: Mutex::new(HashMap::new()),
@@ -81,6 +88,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             sources: Mutex::new(HashMap::new()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             limits: Limits::default(),
+            cert_trunks,
         })
     }
 
@@ -311,6 +319,16 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         self.dispatch(actions);
     }
 
+    fn cert_trunk(&self, leaf: &rustls_pki_types::CertificateDer<'_>) -> Option<usize> {
+        let ee = webpki::EndEntityCert::try_from(leaf).ok()?;
+        self.cert_trunks.iter().find_map(|(t, names)| {
+            names
+                .iter()
+                .any(|n| ee.verify_is_valid_for_subject_name(n).is_ok())
+                .then_some(*t)
+        })
+    }
+
     async fn inbound(
         self: Arc<Self>,
         acceptor: TlsAcceptor,
@@ -343,10 +361,24 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         let id = self
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A client certificate (already verified against the trunk roots) may name a trunk.
+        let trunk = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|leaf| self.cert_trunk(leaf));
+        if let Some(t) = trunk {
+            tracing::debug!(trunk = t, "client certificate identifies a trunk");
+            self.with_core(|c| c.conn_identified(id, t));
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         lock(&self.conns).insert(id, tx.clone());
         self.pump(tls, Peer::Conn(id), ip, tx, rx, stop).await;
         lock(&self.conns).remove(&id);
+        if trunk.is_some() {
+            self.with_core(|c| c.conn_closed(id));
+        }
         self.close_source(ip);
     }
 }

@@ -127,6 +127,25 @@ impl SipClient {
         SipClient { s, buf: Vec::new() }
     }
 
+    /// Connects presenting the certificate `dir/cert.pem` (key `dir/key.pem`), mutual TLS.
+    pub fn connect_with_cert(addr: SocketAddr, dir: &Path) -> SipClient {
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("cert.pem"))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(super::roots_from(&dir.join("ca.pem")))
+            .with_client_auth_cert(certs, key)
+            .unwrap();
+        let s = super::connect(std::sync::Arc::new(cfg), addr).unwrap();
+        SipClient { s, buf: Vec::new() }
+    }
+
     /// The local address of the connection.
     pub fn local(&self) -> SocketAddr {
         self.s.sock.local_addr().unwrap()
