@@ -254,6 +254,44 @@ pub struct Config {
     pub media: MediaConfig,
     /// AI audio fork backends.
     pub fork: crate::fork::config::ForkConfig,
+    /// SIP trunks allowed to send calls to the B2BUA (none: every request gets 403).
+    pub trunks: Vec<TrunkConfig>,
+    /// Where the B2BUA sends calls, matched in order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A SIP peer allowed to place calls through the B2BUA, recognised by its source address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkConfig {
+    /// Name routes refer to, and the metrics/log label.
+    pub name: String,
+    /// Source prefixes of this trunk.
+    pub from: Vec<IpNet>,
+    /// Names (DNS or IP SAN) a client certificate may prove to be this trunk (mutual TLS).
+    pub client_names: Vec<String>,
+    /// Roots that verify this trunk's client certificate (default: `tls.ca_file`).
+    pub client_ca_file: Option<PathBuf>,
+    /// SDES suites for calls from this trunk (empty: `media.suites`).
+    pub sdes_suites: Vec<Profile>,
+}
+
+/// Where a call goes: the first route whose conditions all hold is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Only calls from this trunk (None: any trunk).
+    pub trunk: Option<String>,
+    /// Only Request-URI user parts starting with this (empty: any).
+    pub user_prefix: String,
+    /// Only this Request-URI host (None: any).
+    pub host: Option<String>,
+    /// The target, a `sips:` URI or a `sip:` URI with `;transport=tls`, with an IP host.
+    pub target: crate::sip::uri::SipUri,
+    /// The target's socket address (from the URI; port 5061 when absent).
+    pub target_addr: SocketAddr,
+    /// The name verified in the target's certificate and sent as SNI (default: the host).
+    pub server_name: String,
+    /// Roots to verify the target (default: `tls.ca_file`, else system roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,6 +349,27 @@ impl Default for RawSip {
             listen: vec!["127.0.0.1:5061".into()],
         }
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawTrunk {
+    name: String,
+    from: Vec<String>,
+    client_names: Vec<String>,
+    client_ca_file: String,
+    sdes_suites: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawRoute {
+    trunk: String,
+    user_prefix: String,
+    host: String,
+    target: String,
+    ca_file: String,
+    server_name: String,
 }
 
 #[derive(Deserialize)]
@@ -400,6 +459,8 @@ const SECTIONS: &[&str] = &[
     "admin",
     "media",
     "fork",
+    "trunks",
+    "routes",
 ];
 
 /// Where the state directory is when the config does not say: systemd's `$STATE_DIRECTORY`,
@@ -484,6 +545,8 @@ impl Config {
         let admin: RawAdmin = section(&table, "admin", &mut errs);
         let media: RawMedia = section(&table, "media", &mut errs);
         let fork: crate::fork::config::RawFork = section(&table, "fork", &mut errs);
+        let trunks: Vec<RawTrunk> = array_section(&table, "trunks", &mut errs);
+        let routes: Vec<RawRoute> = array_section(&table, "routes", &mut errs);
 
         let mut v = Validator { errs };
         let cfg = Config {
@@ -512,7 +575,12 @@ impl Config {
             },
             media: v.media(media),
             fork: crate::fork::config::validate(fork, &mut v.errs),
+            trunks: Vec::new(),
+            routes: Vec::new(),
         };
+        let mut cfg = cfg;
+        cfg.trunks = v.trunks(trunks);
+        cfg.routes = v.routes(routes, &cfg.trunks);
         // Cross-checks compare values with each other; on fallback values they would only add noise.
         if v.errs.is_empty() {
             v.cross_checks(&cfg);
@@ -536,6 +604,45 @@ fn section<T: DeserializeOwned + Default>(
     errs: &mut Vec<ConfigError>,
 ) -> T {
     opt_section(table, name, errs).unwrap_or_default()
+}
+
+/// Deserializes an array of tables (`[[name]]`), reporting `name[i].key` on errors.
+fn array_section<T: DeserializeOwned>(
+    table: &toml::Table,
+    name: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<T> {
+    let Some(value) = table.get(name) else {
+        return Vec::new();
+    };
+    let Some(items) = value.as_array() else {
+        errs.push(ConfigError::new(
+            name,
+            "must be an array of tables ([[section]])",
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let key = format!("{name}[{i}]");
+        if !item.is_table() {
+            errs.push(ConfigError::new(key, "must be a table"));
+            continue;
+        }
+        match serde_path_to_error::deserialize::<_, T>(item.clone()) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                let path = e.path().to_string();
+                let key = if path == "." || path.is_empty() {
+                    key
+                } else {
+                    format!("{key}.{path}")
+                };
+                errs.push(ConfigError::new(key, e.into_inner().to_string()));
+            }
+        }
+    }
+    out
 }
 
 fn opt_section<T: DeserializeOwned>(
@@ -766,6 +873,152 @@ impl Validator {
         }
     }
 
+    fn suites(&mut self, key: &str, raw: &[String]) -> Vec<Profile> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            let key = format!("{key}[{i}]");
+            match Profile::from_sdes_name(s) {
+                Some(p) if seen.insert(p) => out.push(p),
+                Some(_) => self.err(key, format!("{s} is listed twice")),
+                None => self.err(key, format!("{s:?} is not a supported SRTP suite")),
+            }
+        }
+        out
+    }
+
+    fn trunks(&mut self, raw: Vec<RawTrunk>) -> Vec<TrunkConfig> {
+        let mut out: Vec<TrunkConfig> = Vec::new();
+        for (i, t) in raw.into_iter().enumerate() {
+            let key = format!("trunks[{i}]");
+            if t.name.trim().is_empty() {
+                self.err(format!("{key}.name"), "must be set");
+            } else if out.iter().any(|o| o.name == t.name) {
+                self.err(format!("{key}.name"), format!("{:?} is used twice", t.name));
+            }
+            if t.from.is_empty() && t.client_names.is_empty() {
+                self.err(
+                    format!("{key}.from"),
+                    "must list at least one source address or prefix (or set client_names)",
+                );
+            }
+            for (j, n) in t.client_names.iter().enumerate() {
+                if rustls_pki_types::ServerName::try_from(n.clone()).is_err() {
+                    self.err(
+                        format!("{key}.client_names[{j}]"),
+                        format!("{n:?} is not a DNS name or IP address"),
+                    );
+                }
+            }
+            let client_ca_file = non_empty_path(&t.client_ca_file);
+            if let Some(ca) = &client_ca_file {
+                if let Err(e) = crate::tls::certs::load_chain(ca) {
+                    self.err(format!("{key}.client_ca_file"), e);
+                }
+            }
+            let from = t
+                .from
+                .iter()
+                .enumerate()
+                .filter_map(|(j, s)| {
+                    IpNet::parse(s)
+                        .map_err(|r| self.err(format!("{key}.from[{j}]"), r))
+                        .ok()
+                })
+                .collect();
+            let sdes_suites = self.suites(&format!("{key}.sdes_suites"), &t.sdes_suites);
+            out.push(TrunkConfig {
+                name: t.name,
+                from,
+                client_names: t.client_names,
+                client_ca_file,
+                sdes_suites,
+            });
+        }
+        out
+    }
+
+    fn routes(&mut self, raw: Vec<RawRoute>, trunks: &[TrunkConfig]) -> Vec<RouteConfig> {
+        use crate::sip::uri::{Host, Uri};
+        let mut out = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let trunk = (!r.trunk.is_empty()).then(|| r.trunk.clone());
+            if let Some(t) = &trunk {
+                if !trunks.iter().any(|x| &x.name == t) {
+                    self.err(format!("{key}.trunk"), format!("no trunk is named {t:?}"));
+                }
+            }
+            if r.target.starts_with("wss:") {
+                self.err(
+                    format!("{key}.target"),
+                    "wss:// targets (agent mode) are not supported yet",
+                );
+                continue;
+            }
+            let uri = match Uri::parse(r.target.as_bytes()) {
+                Some(Uri::Sip(u)) => u,
+                _ => {
+                    self.err(
+                        format!("{key}.target"),
+                        format!("{:?} is not a sip: or sips: URI", r.target),
+                    );
+                    continue;
+                }
+            };
+            let tls = uri.secure
+                || uri
+                    .param("transport")
+                    .and_then(|p| p.value.as_deref())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("tls"));
+            if !tls {
+                self.err(
+                    format!("{key}.target"),
+                    "must be sips: or carry ;transport=tls (SIP is only sent over TLS)",
+                );
+            }
+            let ip = match &uri.host {
+                Host::V4(a) => IpAddr::V4(*a),
+                Host::V6(a) => IpAddr::V6(*a),
+                Host::Name(_) => {
+                    self.err(
+                        format!("{key}.target"),
+                        "the host must be an IP address (no DNS resolution yet)",
+                    );
+                    continue;
+                }
+            };
+            let target_addr = SocketAddr::new(ip, uri.port.unwrap_or(5061));
+            let ca_file = non_empty_path(&r.ca_file);
+            if let Some(ca) = &ca_file {
+                if let Err(e) = crate::tls::certs::load_chain(ca) {
+                    self.err(format!("{key}.ca_file"), e);
+                }
+            }
+            let server_name = if r.server_name.is_empty() {
+                ip.to_string()
+            } else {
+                r.server_name.clone()
+            };
+            if rustls_pki_types::ServerName::try_from(server_name.clone()).is_err() {
+                self.err(
+                    format!("{key}.server_name"),
+                    format!("{server_name:?} is not a DNS name or IP address"),
+                );
+            }
+            out.push(RouteConfig {
+                trunk,
+                user_prefix: r.user_prefix,
+                host: (!r.host.is_empty()).then_some(r.host),
+                target: uri,
+                target_addr,
+                server_name,
+                ca_file,
+            });
+        }
+        out
+    }
+
     fn cross_checks(&mut self, cfg: &Config) {
         let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
         let tcp = cfg
@@ -945,6 +1198,43 @@ mod tests {
         assert_eq!(
             keys("[control]\nlisten = [\"127.0.0.1:30001\"]\n"),
             vec!["control.listen"]
+        );
+    }
+
+    #[test]
+    fn trunks_and_routes() {
+        let c = Config::from_toml_str(
+            "[[trunks]]\nname = \"carrier\"\nfrom = [\"127.0.0.0/8\"]\nsdes_suites = [\"AES_CM_128_HMAC_SHA1_80\"]\n\
+             [[routes]]\ntrunk = \"carrier\"\nuser_prefix = \"+49\"\ntarget = \"sip:127.0.0.1:5071;transport=tls\"\n\
+             [[routes]]\ntarget = \"sips:[::1]\"\nserver_name = \"pbx.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.trunks[0].name, "carrier");
+        assert_eq!(c.trunks[0].sdes_suites, vec![Profile::AesCm128HmacSha1_80]);
+        assert_eq!(c.routes[0].target_addr, "127.0.0.1:5071".parse().unwrap());
+        assert_eq!(c.routes[0].server_name, "127.0.0.1");
+        assert_eq!(c.routes[1].target_addr, "[::1]:5061".parse().unwrap());
+        assert_eq!(c.routes[1].server_name, "pbx.example");
+        assert!(Config::embedded_default().trunks.is_empty());
+    }
+
+    #[test]
+    fn bad_trunks_and_routes_are_named() {
+        let k = keys(
+            "[[trunks]]\nname = \"\"\nfrom = [\"x\"]\n[[routes]]\ntrunk = \"nope\"\ntarget = \"sip:10.0.0.1\"\n\
+             [[routes]]\ntarget = \"wss://a/b\"\n[[routes]]\ntarget = \"sips:pbx.example\"\n[[routes]]\nbogus = 1\n",
+        );
+        assert_eq!(
+            k,
+            vec![
+                "routes[3].bogus",
+                "trunks[0].name",
+                "trunks[0].from[0]",
+                "routes[0].trunk",
+                "routes[0].target",
+                "routes[1].target",
+                "routes[2].target",
+            ]
         );
     }
 

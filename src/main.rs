@@ -93,6 +93,46 @@ fn main() -> ExitCode {
     }
 }
 
+type SipCore = srtp_edge::sip::b2bua::B2bua<Arc<srtp_edge::media::calls::Calls>>;
+
+/// Builds the B2BUA and one TLS client config per route target.
+fn sip_b2bua(
+    cfg: &Config,
+    calls: Arc<srtp_edge::media::calls::Calls>,
+) -> Result<(SipCore, Vec<srtp_edge::sip::transport::Target>), String> {
+    let mut targets = Vec::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let mut t = cfg.tls.clone();
+        if r.ca_file.is_some() {
+            t.ca_file = r.ca_file.clone();
+        }
+        let roots = tls::client_roots(&t).map_err(|e| format!("routes[{i}].ca_file: {e}"))?;
+        let client = tls::client_config(cfg.tls.min_version, roots, &[])
+            .map_err(|e| format!("routes[{i}]: {e}"))?;
+        let name = rustls_pki_types::ServerName::try_from(r.server_name.clone())
+            .map_err(|e| format!("routes[{i}].server_name: {e}"))?;
+        targets.push(srtp_edge::sip::transport::Target {
+            addr: r.target_addr,
+            name,
+            tls: client,
+        });
+    }
+    let local = cfg
+        .sip
+        .listen
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "127.0.0.1:5061".into());
+    let settings = srtp_edge::sip::b2bua::Settings {
+        local,
+        trunks: cfg.trunks.clone(),
+        routes: cfg.routes.clone(),
+        suites: cfg.media.suites.clone(),
+        timer_b: srtp_edge::sip::b2bua::TIMER_B,
+    };
+    Ok((srtp_edge::sip::b2bua::B2bua::new(settings, calls), targets))
+}
+
 async fn run(cfg: Config) -> Result<(), String> {
     let cfg = Arc::new(cfg);
     tls::certs::ensure_state_dir(&cfg.state_dir)?;
@@ -193,6 +233,56 @@ async fn run(cfg: Config) -> Result<(), String> {
             tracing::info!(%addr, "ng control listening");
             ng_threads.push(t);
         }
+    }
+
+    // SIP over TLS: the B2BUA.
+    if !cfg.sip.listen.is_empty() {
+        let (core, targets) = sip_b2bua(&cfg, calls.clone())?;
+        let mut cert_trunks = Vec::new();
+        let mut client_roots = rustls::RootCertStore::empty();
+        for (i, t) in cfg.trunks.iter().enumerate() {
+            if t.client_names.is_empty() {
+                continue;
+            }
+            let names = t
+                .client_names
+                .iter()
+                .filter_map(|n| rustls_pki_types::ServerName::try_from(n.clone()).ok())
+                .collect();
+            cert_trunks.push((i, names));
+            let mut c = cfg.tls.clone();
+            if t.client_ca_file.is_some() {
+                c.ca_file = t.client_ca_file.clone();
+            }
+            let roots =
+                tls::client_roots(&c).map_err(|e| format!("trunks[{i}].client_ca_file: {e}"))?;
+            client_roots.roots.extend(roots.roots);
+        }
+        // Mutual TLS (optional, so address-matched trunks still connect) when a trunk is
+        // recognised by its client certificate.
+        let tls_cfg = if cert_trunks.is_empty() {
+            tls::server_config(cfg.tls.min_version, store.clone(), &[])
+        } else {
+            tls::server_config_mtls(cfg.tls.min_version, store.clone(), client_roots, true)
+        }
+        .map_err(|e| e.to_string())?;
+        let shared = srtp_edge::sip::transport::Shared::new(core, targets, cert_trunks);
+        for (i, addr) in cfg.sip.listen.iter().enumerate() {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("sip.listen[{i}] {addr}: {e}"))?;
+            tracing::info!(%addr, trunks = cfg.trunks.len(), routes = cfg.routes.len(), "SIP over TLS listening");
+            tasks.push(tokio::spawn(srtp_edge::sip::transport::serve(
+                shared.clone(),
+                l,
+                tls_cfg.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(srtp_edge::sip::transport::run_timers(
+            shared,
+            stop_rx.clone(),
+        )));
     }
 
     notify::notify("READY=1");

@@ -7,6 +7,7 @@
 //! send); [`validate::inspect`] decides 400/416/420/483/...; [`message::Request::reply`] builds
 //! responses.
 
+pub mod b2bua;
 pub mod error;
 pub mod framing;
 pub mod header;
@@ -14,7 +15,9 @@ pub mod message;
 pub mod method;
 pub mod name_addr;
 pub mod response;
+pub mod routing;
 pub mod scan;
+pub mod transport;
 pub mod typed;
 pub mod uri;
 pub mod validate;

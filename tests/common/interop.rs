@@ -449,6 +449,14 @@ impl Proc {
         }
     }
 
+    /// True when the process has exited with status 0.
+    pub fn exit_ok(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(s)) if s.success()),
+            None => false,
+        }
+    }
+
     /// Waits up to `limit` for the process to exit on its own; true if it did.
     pub fn wait_exit(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -501,7 +509,7 @@ impl Drop for Proc {
 }
 
 /// Waits (bounded) until `ready()` or the process exits; false if it exited or timed out.
-fn wait_until(p: &mut Proc, limit: Duration, mut ready: impl FnMut(&Proc) -> bool) -> bool {
+pub fn wait_until(p: &mut Proc, limit: Duration, mut ready: impl FnMut(&Proc) -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if ready(p) {
@@ -516,13 +524,13 @@ fn wait_until(p: &mut Proc, limit: Duration, mut ready: impl FnMut(&Proc) -> boo
 }
 
 /// True when something accepts TCP connections on `addr`.
-fn tcp_up(addr: SocketAddr) -> bool {
+pub fn tcp_up(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
 /// Two consecutive free TCP+UDP ports `p, p+1` on 127.0.0.1 (baresip listens for UDP/TCP on
 /// `p` and for TLS on `p+1`).
-fn free_port_pair() -> u16 {
+pub fn free_port_pair() -> u16 {
     for _ in 0..200 {
         let p = super::free_tcp_port();
         if p >= 65534 {
@@ -634,7 +642,7 @@ pub fn ng_ping(addr: SocketAddr) -> bool {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -643,7 +651,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Generates a CA and one certificate for 127.0.0.1/localhost (ECDSA P-256) into `dir`:
 /// `ca.pem`, `cert.pem`, `key.pem`, and `cert+key.pem` (what baresip wants).
-fn make_certs(dir: &Path) {
+pub fn make_certs(dir: &Path) {
     use rcgen::{
         BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
         IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -804,7 +812,7 @@ pub fn fill(template: &str, vars: &[(&str, String)]) -> String {
     s
 }
 
-fn newest_matching(dir: &Path, suffix: &str) -> Option<PathBuf> {
+pub fn newest_matching(dir: &Path, suffix: &str) -> Option<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -2,6 +2,7 @@
 //! with a temporary state directory, wait for it, talk to it, and stop it when dropped.
 #![allow(dead_code)]
 
+pub mod b2bua;
 pub mod interop;
 
 use std::io::{Read, Write};
@@ -56,9 +57,16 @@ impl Daemon {
                 .expect("a free UDP port outside 30000-39999");
             format!("127.0.0.1:{port}").parse().unwrap()
         });
-        let control = ng
+        let mut control = ng
             .map(|a| format!("[control]\nlisten = [\"{a}\"]\n"))
             .unwrap_or_default();
+        // The SIP listener too gets a free port (the default 5061 would collide between tests).
+        if !extra.contains("[sip]") {
+            control.push_str(&format!(
+                "[sip]\nlisten = [\"127.0.0.1:{}\"]\n",
+                free_tcp_port()
+            ));
+        }
         let cfg = format!(
             "state_dir = {state:?}\n[admin]\nlisten = [\"{admin}\"]\n{control}{extra}\n",
             state = state.display().to_string()
