@@ -147,7 +147,19 @@ async fn run(cfg: Config) -> Result<(), String> {
     // The media engine, the call table and the ng control listeners.
     let (engine, mut media_events) = srtp_edge::media::engine::Engine::start(&cfg.media)
         .map_err(|e| format!("media engine: {e}"))?;
-    let calls = srtp_edge::media::calls::Calls::new(engine.clone());
+    // Fork backends: TLS configs built and secrets read once, here; the control plane can only
+    // name them.
+    let mut backends = Vec::with_capacity(cfg.fork.backends.len());
+    for b in &cfg.fork.backends {
+        let backend =
+            srtp_edge::fork::Backend::from_config(b, &cfg.tls).map_err(|e| e.to_string())?;
+        tracing::info!(backend = %b.name, protocol = ?backend.protocol(), "fork backend ready");
+        backends.push(backend);
+    }
+    let calls = srtp_edge::media::calls::Calls::with_forks(
+        engine.clone(),
+        srtp_edge::media::calls::ForkBackends::new(backends, tokio::runtime::Handle::current()),
+    );
     {
         let calls = calls.clone();
         let mut stop = stop_rx.clone();
@@ -157,6 +169,9 @@ async fn run(cfg: Config) -> Result<(), String> {
                     ev = media_events.recv() => match ev {
                         Some(srtp_edge::media::worker::Event::TimedOut { key, .. }) => {
                             calls.timed_out(key)
+                        }
+                        Some(srtp_edge::media::worker::Event::Fork { key, event }) => {
+                            calls.fork_event(key, event)
                         }
                         None => break,
                     },

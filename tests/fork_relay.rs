@@ -1,0 +1,460 @@
+//! The fork wired into calls, end to end: the real daemon with a `[[fork.backends]]` pointing at
+//! `interop/fork/backend.py` (a Python `websockets` TLS server with a CA made by the test), calls
+//! set up through ng between two libsrtp peers (`interop/ng/fork_call.py`) sending PCMU tones of
+//! different frequencies. Checks both tracks reach the backend with the right tone, DTMF, `stop
+//! forwarding` (stop + close 1000), `start forwarding` mid-call, unknown backends, refusals for
+//! plaintext and non-G.711 calls, that no audio reaches a log or a file, and that a backend that
+//! stops reading does not disturb the relay.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::Daemon;
+use serde_json::Value as Json;
+use srtp_edge::control::bencode::{DictBuilder, Value};
+
+const MEDIA: &str = "[media]\nport_min = 20000\nport_max = 29999\nworkers = 2\n";
+
+/// The Python backend, killed on drop.
+struct Backend {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    port: u16,
+    _certs: tempfile::TempDir,
+    ca: PathBuf,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Backend {
+    fn start(args: &[&str]) -> Backend {
+        let certs = tempfile::tempdir().unwrap();
+        srtp_edge::tls::certs::ensure_generated(
+            certs.path(),
+            &["127.0.0.1".into(), "localhost".into()],
+        )
+        .unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/fork/backend.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--cert")
+            .arg(certs.path().join("server.pem"))
+            .arg("--key")
+            .arg(certs.path().join("server.key"))
+            .args(["--mode", "twilio", "--freqs", "600,1000"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with websockets (interop/requirements.txt) is needed");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("backend did not start");
+        let port = first
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let ca = certs.path().join("ca.pem");
+        Backend {
+            child,
+            lines: rx,
+            port,
+            _certs: certs,
+            ca,
+        }
+    }
+
+    /// The daemon configuration naming this backend `ai`.
+    fn config(&self) -> String {
+        format!(
+            "{MEDIA}[[fork.backends]]\nname = \"ai\"\nurl = \"wss://127.0.0.1:{}/stream\"\n\
+             protocol = \"twilio\"\nca_file = {:?}\n",
+            self.port, self.ca
+        )
+    }
+
+    /// The summary line the backend prints when a connection closes.
+    fn summary(&self, within: Duration) -> Option<Json> {
+        self.lines
+            .recv_timeout(within)
+            .ok()
+            .map(|l| serde_json::from_str(&l).unwrap())
+    }
+}
+
+fn fork_call(ng: SocketAddr, args: &[&str]) -> Json {
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/interop/ng/fork_call.py"
+        ))
+        .args(["--ng", &ng.to_string()])
+        .args(args)
+        .output()
+        .expect("python3 (interop/install-peers.sh installs pylibsrtp)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "fork_call.py printed no JSON:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn events(s: &Json) -> Vec<String> {
+    s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn db(s: &Json, track: &str, freq: &str) -> f64 {
+    s["track_tone_db"][track][freq].as_f64().unwrap_or(-999.0)
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Asserts that no file of the daemon (state dir, config, log) holds any of the audio frames
+/// the peers sent, as raw μ-law or as base64.
+fn assert_no_audio_written(d: &Daemon, call: &Json) {
+    let mut probes: Vec<(Vec<u8>, String)> = Vec::new();
+    for side in ["a", "b"] {
+        for p in call["probes"][side].as_array().unwrap() {
+            let b64 = p.as_str().unwrap().to_string();
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(&b64)
+                .unwrap();
+            probes.push((raw, b64));
+        }
+    }
+    assert!(probes.len() >= 12, "the peers reported their probe frames");
+    let mut all = Vec::new();
+    files(d.dir.path(), &mut all);
+    assert!(all.iter().any(|p| p.ends_with("daemon.log")));
+    for f in &all {
+        let data = std::fs::read(f).unwrap_or_default();
+        for (raw, b64) in &probes {
+            // 40 bytes of a frame is far beyond chance; the whole base64 frame is what a log of
+            // a Twilio media message would hold.
+            assert!(
+                !data.windows(40).any(|w| w == &raw[40..80]),
+                "raw audio found in {}",
+                f.display()
+            );
+            assert!(
+                !data.windows(b64.len()).any(|w| w == b64.as_bytes()),
+                "base64 audio found in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// A small ng client over the library's bencode codec.
+struct Ng {
+    sock: UdpSocket,
+    seq: u64,
+}
+
+impl Ng {
+    fn new(addr: SocketAddr) -> Ng {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        Ng { sock, seq: 0 }
+    }
+
+    fn call(&mut self, d: DictBuilder) -> Value {
+        self.seq += 1;
+        let cookie = format!("f{}", self.seq);
+        let mut msg = format!("{cookie} ").into_bytes();
+        d.build().encode_into(&mut msg);
+        self.sock.send(&msg).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = self.sock.recv(&mut buf).expect("ng reply");
+        let sp = buf.iter().position(|&c| c == b' ').unwrap();
+        Value::decode(&buf[sp + 1..n]).unwrap()
+    }
+}
+
+fn result(v: &Value) -> (String, String) {
+    (
+        v.get("result").and_then(Value::as_str).unwrap_or("").into(),
+        v.get("error-reason")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+    )
+}
+
+const PLAIN_SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                         m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+const SDES_SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                        m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+                        a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+
+fn offer(ng: &mut Ng, call: &str, sdp: &str, fork: &str) -> Value {
+    ng.call(
+        DictBuilder::new()
+            .str("command", "offer")
+            .str("call-id", call)
+            .str("from-tag", "ft")
+            .str("sdp", sdp)
+            .str("fork", fork),
+    )
+}
+
+#[test]
+fn forked_call_sends_both_tracks_with_their_tones_and_stop_forwarding_closes_1000() {
+    let b = Backend::start(&["--no-playback"]);
+    let d = Daemon::start(&b.config());
+    let ng = d.ng.unwrap();
+    let call = fork_call(
+        ng,
+        &[
+            "--fork",
+            "ai",
+            "--seconds",
+            "5",
+            "--stop-at",
+            "3.5",
+            "--call-id",
+            "fork-both@test",
+        ],
+    );
+    assert_eq!(call["ok"], true, "{call}");
+    assert_eq!(call["offer"]["result"], "ok", "{call}");
+    assert!(call["offer"].get("warning").is_none(), "{call}");
+    assert_eq!(call["ng"]["stop_forwarding"]["result"], "ok", "{call}");
+    // The relay is not disturbed by the fork: nothing lost either way, before or after the stop.
+    assert_eq!(call["lost"], serde_json::json!({"a": 0, "b": 0}), "{call}");
+    assert_eq!(call["got"]["a"], call["sent"]["a"], "{call}");
+    assert_eq!(call["got"]["b"], call["sent"]["b"], "{call}");
+    assert_eq!(call["got"]["dtmf"], 4, "telephone-event relayed: {call}");
+
+    let s = b
+        .summary(Duration::from_secs(5))
+        .expect("the backend saw the fork close");
+    let ev = events(&s);
+    assert_eq!(&ev[..3], &["connected", "start", "media"], "{ev:?}");
+    assert!(ev.contains(&"dtmf".to_string()), "{ev:?}");
+    assert_eq!(ev.last().map(String::as_str), Some("stop"), "{ev:?}");
+    assert_eq!(s["close_code"], 1000, "stop forwarding closes 1000");
+    assert_eq!(s["tls"], "TLSv1.3");
+    assert_eq!(s["dtmf"][0]["digit"], "5", "{s}");
+    assert_eq!(
+        s["start"]["start"]["tracks"],
+        serde_json::json!(["inbound", "outbound"])
+    );
+    assert_eq!(
+        s["start"]["start"]["customParameters"]["sip_call_id"],
+        "fork-both@test"
+    );
+    assert_eq!(s["seq_ok"], true);
+    assert_eq!(s["chunk_ok"], true);
+    assert_eq!(s["payload_lens"], serde_json::json!([160]));
+    // 3.5 s of audio per track before the stop: 175 frames (the fork connects within a few
+    // hundred ms; frames before that wait in its queue).
+    let fin = s["track_frames"]["inbound"].as_u64().unwrap();
+    let fout = s["track_frames"]["outbound"].as_u64().unwrap();
+    eprintln!("frames received by the backend: inbound {fin}, outbound {fout}; tones {s}");
+    assert!((150..=185).contains(&fin), "inbound frames {fin}");
+    assert!((150..=185).contains(&fout), "outbound frames {fout}");
+    // Leg A (the caller, 600 Hz) is the inbound track; leg B (1000 Hz) the outbound one.
+    assert!(db(&s, "inbound", "600") > -1.0, "{}", s["track_tone_db"]);
+    assert!(db(&s, "inbound", "1000") < -20.0, "{}", s["track_tone_db"]);
+    assert!(db(&s, "outbound", "1000") > -1.0, "{}", s["track_tone_db"]);
+    assert!(db(&s, "outbound", "600") < -20.0, "{}", s["track_tone_db"]);
+    assert!(
+        b.summary(Duration::from_secs(1)).is_none(),
+        "one connection only"
+    );
+
+    // No decrypted audio on disk or in the log, even at debug level.
+    let log = d.log_text();
+    assert!(log.contains("fork started"), "{log}");
+    assert!(log.contains("fork stopped"), "{log}");
+    assert_no_audio_written(&d, &call);
+}
+
+#[test]
+fn start_forwarding_mid_call_then_delete_ends_the_fork_and_unknown_backends_are_errors() {
+    let b = Backend::start(&["--no-playback"]);
+    let d = Daemon::start(&b.config());
+    let ng = d.ng.unwrap();
+    let call = fork_call(
+        ng,
+        &["--seconds", "3", "--start-at", "1.0", "--fork-name", "ai"],
+    );
+    assert_eq!(call["ok"], true, "{call}");
+    assert_eq!(call["ng"]["start_forwarding"]["result"], "ok", "{call}");
+    assert_eq!(call["delete"]["result"], "ok", "{call}");
+    assert_eq!(call["lost"], serde_json::json!({"a": 0, "b": 0}), "{call}");
+    let s = b
+        .summary(Duration::from_secs(5))
+        .expect("the delete closed the fork");
+    assert_eq!(s["close_code"], 1000, "{s}");
+    assert_eq!(events(&s).last().map(String::as_str), Some("stop"));
+    // About 2 s of each track (started after 1 s of a 3 s call).
+    let fin = s["track_frames"]["inbound"].as_u64().unwrap();
+    let fout = s["track_frames"]["outbound"].as_u64().unwrap();
+    assert!((80..=115).contains(&fin), "inbound frames {fin}");
+    assert!((80..=115).contains(&fout), "outbound frames {fout}");
+    assert!(db(&s, "inbound", "600") > -1.0, "{}", s["track_tone_db"]);
+    assert!(db(&s, "outbound", "1000") > -1.0, "{}", s["track_tone_db"]);
+
+    // Unknown backends: mid-call, and on an offer (which then anchors nothing).
+    let call = fork_call(
+        ng,
+        &["--seconds", "1", "--start-at", "0.2", "--fork-name", "nope"],
+    );
+    assert_eq!(call["ng"]["start_forwarding"]["result"], "error", "{call}");
+    assert_eq!(
+        call["ng"]["start_forwarding"]["error-reason"],
+        "unknown fork backend"
+    );
+    let mut c = Ng::new(ng);
+    let r = offer(&mut c, "u1", SDES_SDP, "wss://evil.example/steal");
+    assert_eq!(
+        result(&r),
+        ("error".into(), "unknown fork backend".into()),
+        "a URL is not a backend name"
+    );
+    let list = c.call(DictBuilder::new().str("command", "list"));
+    assert_eq!(list.get("calls").and_then(Value::as_list).unwrap().len(), 0);
+    // stop forwarding on a call without a fork, and on no call.
+    let r = offer(&mut c, "u2", SDES_SDP, "ai");
+    assert_eq!(result(&r).0, "ok", "{r:?}");
+    let r = c.call(
+        DictBuilder::new()
+            .str("command", "stop forwarding")
+            .str("call-id", "nosuchcall"),
+    );
+    assert_eq!(result(&r), ("error".into(), "Unknown call-id".into()));
+    let r = c.call(
+        DictBuilder::new()
+            .str("command", "start forwarding")
+            .str("call-id", "u2"),
+    );
+    assert_eq!(
+        result(&r),
+        ("error".into(), "No fork backend in message".into())
+    );
+    assert!(
+        b.summary(Duration::from_secs(1)).is_none(),
+        "no connection for refused or unanswered forks"
+    );
+}
+
+#[test]
+fn plaintext_and_non_g711_calls_refuse_the_fork_clearly() {
+    let b = Backend::start(&["--no-playback"]);
+    let d = Daemon::start(&b.config());
+    let ng = d.ng.unwrap();
+    let mut c = Ng::new(ng);
+    let r = offer(&mut c, "p1", PLAIN_SDP, "ai");
+    assert_eq!(
+        result(&r),
+        ("error".into(), "plaintext media refused".into())
+    );
+    // A G.722 call is relayed, but not forked: the offer says why in a warning.
+    let call = fork_call(ng, &["--fork", "ai", "--codec", "g722", "--seconds", "1"]);
+    assert_eq!(call["ok"], true, "{call}");
+    assert_eq!(call["offer"]["result"], "ok");
+    assert_eq!(
+        call["offer"]["warning"], "fork refused: the offer has no PCMU or PCMA codec",
+        "{call}"
+    );
+    assert_eq!(call["lost"], serde_json::json!({"a": 0, "b": 0}), "{call}");
+    // And mid-call.
+    let call = fork_call(
+        ng,
+        &[
+            "--codec",
+            "g722",
+            "--seconds",
+            "1",
+            "--start-at",
+            "0.2",
+            "--fork-name",
+            "ai",
+        ],
+    );
+    assert_eq!(
+        call["ng"]["start_forwarding"]["error-reason"],
+        "fork refused: codec G722 is not PCMU or PCMA",
+        "{call}"
+    );
+    assert!(
+        b.summary(Duration::from_secs(2)).is_none(),
+        "the backend never saw a connection"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("fork refused") && log.contains("G722 is not PCMU or PCMA"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_backend_that_stops_reading_for_10_s_does_not_disturb_the_relay() {
+    let b = Backend::start(&["--no-playback", "--stall-after", "50", "--stall-secs", "10"]);
+    let d = Daemon::start(&b.config());
+    let call = fork_call(
+        d.ng.unwrap(),
+        &["--fork", "ai", "--seconds", "14", "--call-id", "stall@test"],
+    );
+    let log = d.log_text();
+    assert_eq!(call["ok"], true, "{call}");
+    assert_eq!(
+        call["lost"],
+        serde_json::json!({"a": 0, "b": 0}),
+        "no relay loss while the backend stalls: {call} {log}"
+    );
+    assert_eq!(call["got"]["a"], 700, "{call}");
+    assert_eq!(call["got"]["b"], 700, "{call}");
+    let s = b
+        .summary(Duration::from_secs(10))
+        .expect("the fork closed at delete");
+    assert_eq!(s["stalled_s"], 10.0, "{s}");
+    let fin = s["track_frames"]["inbound"].as_u64().unwrap();
+    eprintln!("after a 10 s stall the backend received {fin} inbound frames of 700");
+    // The backend got audio again after its stall (the queue keeps the newest 2 s).
+    assert!(fin > 100, "{fin}");
+}
