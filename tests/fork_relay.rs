@@ -458,3 +458,193 @@ fn a_backend_that_stops_reading_for_10_s_does_not_disturb_the_relay() {
     // The backend got audio again after its stall (the queue keeps the newest 2 s).
     assert!(fin > 100, "{fin}");
 }
+
+/// One SDES peer of the in-process agent test (the crate's SRTP contexts; the relay path itself
+/// is checked against libsrtp above and in ng_relay.rs).
+struct Peer {
+    sock: UdpSocket,
+    tx: srtp_edge::srtp::SrtpContext,
+    rx: Option<srtp_edge::srtp::SrtpContext>,
+    key: Vec<u8>,
+}
+
+const SUITE: srtp_edge::srtp::Profile = srtp_edge::srtp::Profile::AesCm128HmacSha1_80;
+
+impl Peer {
+    fn new() -> Peer {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let key: Vec<u8> = (0..30u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+        let tx =
+            srtp_edge::srtp::SrtpContext::from_key_salt(SUITE, &key, Default::default()).unwrap();
+        Peer {
+            sock,
+            tx,
+            rx: None,
+            key,
+        }
+    }
+
+    fn sdp(&self, tag: u32) -> String {
+        use base64::Engine as _;
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=rtcp-mux\r\n\
+             a=crypto:{tag} AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+            self.sock.local_addr().unwrap().port(),
+            base64::engine::general_purpose::STANDARD.encode(&self.key)
+        )
+    }
+
+    /// Reads the relay's port and key for us from the SDP it sent us; returns the crypto tag.
+    fn learn(&mut self, sdp: &str) -> (SocketAddr, u32) {
+        let parsed = srtp_edge::sdp::Sdp::parse(sdp).unwrap();
+        let m = &parsed.media[0];
+        let c = m
+            .crypto()
+            .into_iter()
+            .flatten()
+            .find(|c| c.suite == SUITE)
+            .unwrap();
+        self.rx = Some(
+            srtp_edge::srtp::SrtpContext::from_key_salt(
+                SUITE,
+                c.keys[0].key.as_bytes(),
+                Default::default(),
+            )
+            .unwrap(),
+        );
+        (format!("127.0.0.1:{}", m.port).parse().unwrap(), c.tag)
+    }
+}
+
+#[test]
+fn agent_mode_plays_the_backend_audio_into_the_caller_and_reports_its_hangup() {
+    use srtp_edge::fork::ForkMode;
+    use srtp_edge::media::calls::{Calls, ForkBackends, ForkStart, Negotiation};
+    use srtp_edge::media::worker::Event;
+
+    let b = Backend::start(&[]);
+    let cfg = srtp_edge::config::Config::from_toml_str(&b.config()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (engine, mut events) = srtp_edge::media::engine::Engine::start(&cfg.media).unwrap();
+    let backend = srtp_edge::fork::Backend::from_config(&cfg.fork.backends[0], &cfg.tls).unwrap();
+    let calls = Calls::with_forks(
+        engine.clone(),
+        ForkBackends::new(vec![backend], rt.handle().clone()),
+    );
+    // The daemon's event loop, as main.rs runs it.
+    let pump = {
+        let calls = calls.clone();
+        std::thread::spawn(move || {
+            while let Some(ev) = events.blocking_recv() {
+                match ev {
+                    Event::Fork { key, event } => calls.fork_event(key, event),
+                    Event::TimedOut { key, .. } => calls.timed_out(key),
+                }
+            }
+        })
+    };
+    let mut hangups = calls.fork_hangups();
+
+    let (mut a, mut peer_b) = (Peer::new(), Peer::new());
+    let suites = [SUITE];
+    let to_b = calls
+        .offer(&Negotiation {
+            call_id: "agent@test",
+            from_tag: "A",
+            to_tag: None,
+            sdp: a.sdp(1).as_bytes(),
+            suites: &suites,
+        })
+        .unwrap();
+    let (_relay_b, tag) = peer_b.learn(&to_b);
+    let to_a = calls
+        .answer(&Negotiation {
+            call_id: "agent@test",
+            from_tag: "A",
+            to_tag: Some("B"),
+            sdp: peer_b.sdp(tag).as_bytes(),
+            suites: &suites,
+        })
+        .unwrap();
+    let (relay_a, _) = a.learn(&to_a);
+    assert!(matches!(
+        calls.start_fork("agent@test", "nope", ForkMode::Agent),
+        Err(srtp_edge::media::calls::CallError::UnknownForkBackend)
+    ));
+    assert_eq!(
+        calls
+            .start_fork("agent@test", "ai", ForkMode::Agent)
+            .unwrap(),
+        ForkStart::Started
+    );
+
+    // The caller talks (a 1 kHz tone) while the backend's audio comes back.
+    let mut played: Vec<(u16, u32, u32, bool, Vec<u8>)> = Vec::new();
+    let mut buf = [0u8; 2048];
+    let start = std::time::Instant::now();
+    let mut n: u32 = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        if start.elapsed() >= Duration::from_millis(20 * u64::from(n)) {
+            let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xA];
+            pkt[2..4].copy_from_slice(&(n as u16 + 1).to_be_bytes());
+            pkt[4..8].copy_from_slice(&(n * 160).to_be_bytes());
+            pkt.extend((0..160).map(|i| {
+                srtp_edge::fork::codec::linear_to_ulaw(
+                    (8000.0 * (2.0 * std::f64::consts::PI * f64::from(i) / 8.0).sin()) as i16,
+                )
+            }));
+            let len = pkt.len();
+            pkt.resize(len + 16, 0);
+            let out = a.tx.protect_rtp(&mut pkt, len).unwrap();
+            a.sock.send_to(&pkt[..out], relay_a).unwrap();
+            n += 1;
+        }
+        if let Ok(len) = a.sock.recv(&mut buf) {
+            let plain = a.rx.as_mut().unwrap().unprotect_rtp(&mut buf[..len]).unwrap();
+            let p = &buf[..plain];
+            let seq = u16::from_be_bytes([p[2], p[3]]);
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+            played.push((seq, ts, ssrc, p[1] & 0x80 != 0, p[12..].to_vec()));
+            assert_eq!(p[1] & 0x7f, 0, "played in the call's codec");
+        }
+    }
+    // The ramp the backend sent comes back byte for byte, 20 ms per packet, one SSRC, one
+    // talkspurt: consecutive sequence numbers and timestamps 160 apart.
+    let ramp: Vec<u8> = (0..2400u32).map(|k| ((k * 7 + 3) % 251) as u8).collect();
+    assert!(played.len() >= 15, "{} packets played", played.len());
+    for (i, (_, _, _, _, payload)) in played[..15].iter().enumerate() {
+        assert_eq!(payload[..], ramp[i * 160..(i + 1) * 160], "frame {i}");
+    }
+    assert!(played[0].3, "the first packet of a talkspurt has the marker bit");
+    for w in played[..15].windows(2) {
+        assert_eq!(w[1].0, w[0].0.wrapping_add(1));
+        assert_eq!(w[1].1, w[0].1.wrapping_add(160));
+        assert_eq!(w[1].2, w[0].2);
+        assert!(!w[1].3);
+    }
+    assert_ne!(played[0].2, 0xB, "our own SSRC, not the other leg's");
+    // After the ramp, the 0x55 audio until the backend's clear (sent 200 ms after m2's echo).
+    let after = played[15..].iter().filter(|p| p.4 == [0x55; 160]).count();
+    assert!((3..=30).contains(&after), "{after} frames of 0x55 before the clear");
+    let stats = calls.query("agent@test").unwrap().counters.unwrap();
+    assert_eq!(stats.played as usize, played.len(), "{stats:?}");
+
+    // The backend goes away: in agent mode the call is hung up through the control plane.
+    drop(b);
+    let hung = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), hangups.recv()).await
+    });
+    assert_eq!(hung.ok().flatten().as_deref(), Some("agent@test"));
+    calls.delete("agent@test").unwrap();
+    engine.shutdown();
+    pump.join().unwrap();
+}
