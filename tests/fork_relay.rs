@@ -608,7 +608,11 @@ fn agent_mode_plays_the_backend_audio_into_the_caller_and_reports_its_hangup() {
             n += 1;
         }
         if let Ok(len) = a.sock.recv(&mut buf) {
-            let plain = a.rx.as_mut().unwrap().unprotect_rtp(&mut buf[..len]).unwrap();
+            let plain =
+                a.rx.as_mut()
+                    .unwrap()
+                    .unprotect_rtp(&mut buf[..len])
+                    .unwrap();
             let p = &buf[..plain];
             let seq = u16::from_be_bytes([p[2], p[3]]);
             let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
@@ -624,7 +628,10 @@ fn agent_mode_plays_the_backend_audio_into_the_caller_and_reports_its_hangup() {
     for (i, (_, _, _, _, payload)) in played[..15].iter().enumerate() {
         assert_eq!(payload[..], ramp[i * 160..(i + 1) * 160], "frame {i}");
     }
-    assert!(played[0].3, "the first packet of a talkspurt has the marker bit");
+    assert!(
+        played[0].3,
+        "the first packet of a talkspurt has the marker bit"
+    );
     for w in played[..15].windows(2) {
         assert_eq!(w[1].0, w[0].0.wrapping_add(1));
         assert_eq!(w[1].1, w[0].1.wrapping_add(160));
@@ -634,15 +641,17 @@ fn agent_mode_plays_the_backend_audio_into_the_caller_and_reports_its_hangup() {
     assert_ne!(played[0].2, 0xB, "our own SSRC, not the other leg's");
     // After the ramp, the 0x55 audio until the backend's clear (sent 200 ms after m2's echo).
     let after = played[15..].iter().filter(|p| p.4 == [0x55; 160]).count();
-    assert!((3..=30).contains(&after), "{after} frames of 0x55 before the clear");
+    assert!(
+        (3..=30).contains(&after),
+        "{after} frames of 0x55 before the clear"
+    );
     let stats = calls.query("agent@test").unwrap().counters.unwrap();
     assert_eq!(stats.played as usize, played.len(), "{stats:?}");
 
     // The backend goes away: in agent mode the call is hung up through the control plane.
     drop(b);
-    let hung = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), hangups.recv()).await
-    });
+    let hung =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), hangups.recv()).await });
     assert_eq!(hung.ok().flatten().as_deref(), Some("agent@test"));
     calls.delete("agent@test").unwrap();
     engine.shutdown();
