@@ -186,6 +186,23 @@ fn assert_no_audio_written(d: &Daemon, call: &Json) {
     }
 }
 
+fn scrape(d: &Daemon) -> String {
+    let roots = common::roots_from(&d.state.join("ca.pem"));
+    let cfg = common::client(roots, &[&rustls::version::TLS13]);
+    let mut s = common::connect(cfg, d.admin).unwrap();
+    let (status, _, body) =
+        common::http_get(&mut s, "/metrics", Some(&format!("Bearer {}", d.token())));
+    assert_eq!(status, 200);
+    body
+}
+
+fn value(body: &str, name_and_labels: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(-1.0)
+}
+
 /// A small ng client over the library's bencode codec.
 struct Ng {
     sock: UdpSocket,
@@ -304,6 +321,26 @@ fn forked_call_sends_both_tracks_with_their_tones_and_stop_forwarding_closes_100
     assert!(
         b.summary(Duration::from_secs(1)).is_none(),
         "one connection only"
+    );
+
+    // The fork's counters reach /metrics: every frame the backend got was counted as sent,
+    // none dropped.
+    let body = scrape(&d);
+    let sent = value(&body, "srtp_edge_fork_frames_sent_total{backend=\"ai\"}");
+    assert!(
+        sent >= (fin + fout) as f64,
+        "{sent} < {fin} + {fout}\n{body}"
+    );
+    assert_eq!(
+        value(
+            &body,
+            "srtp_edge_fork_frames_dropped_total{backend=\"ai\",reason=\"queue_full\"}"
+        ),
+        0.0
+    );
+    assert!(
+        body.contains("srtp_edge_fork_calls_total{backend=\"ai\"} 1"),
+        "{body}"
     );
 
     // No decrypted audio on disk or in the log, even at debug level.
