@@ -246,6 +246,11 @@ async fn run(cfg: Config) -> Result<(), String> {
         let _ = t.join();
     }
     calls.clear();
+    // Forks were told to stop with their calls: let them send `stop` and close 1000.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while srtp_edge::fork::client::running_forks() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     engine.shutdown();
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;

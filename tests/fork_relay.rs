@@ -694,3 +694,17 @@ fn agent_mode_plays_the_backend_audio_into_the_caller_and_reports_its_hangup() {
     engine.shutdown();
     pump.join().unwrap();
 }
+
+#[test]
+fn stopping_the_daemon_ends_forks_with_stop_and_close_1000() {
+    let b = Backend::start(&["--no-playback"]);
+    let mut d = Daemon::start(&b.config());
+    let call = fork_call(d.ng.unwrap(), &["--fork", "ai", "--seconds", "1", "--keep"]);
+    assert_eq!(call["ok"], true, "{call}");
+    assert_eq!(d.stop(), Some(0));
+    let s = b
+        .summary(Duration::from_secs(5))
+        .expect("the backend saw the fork close");
+    assert_eq!(s["close_code"], 1000, "{s}");
+    assert_eq!(events(&s).last().map(String::as_str), Some("stop"), "{s}");
+}
