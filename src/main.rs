@@ -187,7 +187,19 @@ async fn run(cfg: Config) -> Result<(), String> {
     // The media engine, the call table and the ng control listeners.
     let (engine, mut media_events) = srtp_edge::media::engine::Engine::start(&cfg.media)
         .map_err(|e| format!("media engine: {e}"))?;
-    let calls = srtp_edge::media::calls::Calls::new(engine.clone());
+    // Fork backends: TLS configs built and secrets read once, here; the control plane can only
+    // name them.
+    let mut backends = Vec::with_capacity(cfg.fork.backends.len());
+    for b in &cfg.fork.backends {
+        let backend =
+            srtp_edge::fork::Backend::from_config(b, &cfg.tls).map_err(|e| e.to_string())?;
+        tracing::info!(backend = %b.name, protocol = ?backend.protocol(), "fork backend ready");
+        backends.push(backend);
+    }
+    let calls = srtp_edge::media::calls::Calls::with_forks(
+        engine.clone(),
+        srtp_edge::media::calls::ForkBackends::new(backends, tokio::runtime::Handle::current()),
+    );
     {
         let calls = calls.clone();
         let mut stop = stop_rx.clone();
@@ -197,6 +209,9 @@ async fn run(cfg: Config) -> Result<(), String> {
                     ev = media_events.recv() => match ev {
                         Some(srtp_edge::media::worker::Event::TimedOut { key, .. }) => {
                             calls.timed_out(key)
+                        }
+                        Some(srtp_edge::media::worker::Event::Fork { key, event }) => {
+                            calls.fork_event(key, event)
                         }
                         None => break,
                     },
@@ -321,6 +336,11 @@ async fn run(cfg: Config) -> Result<(), String> {
         let _ = t.join();
     }
     calls.clear();
+    // Forks were told to stop with their calls: let them send `stop` and close 1000.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while srtp_edge::fork::client::running_forks() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     engine.shutdown();
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;

@@ -341,3 +341,66 @@ fn reply_shapes_match_rtpengine() {
         "counters saturate instead of wrapping negative"
     );
 }
+
+#[test]
+fn fork_key_and_forwarding_commands() {
+    let offer = DictBuilder::new()
+        .str("command", "offer")
+        .str("call-id", "c1")
+        .str("from-tag", "t1")
+        .str("sdp", "v=0\r\n")
+        .str("fork", "ai")
+        .build();
+    let r = Request::from_value(&offer).unwrap();
+    assert_eq!(r.fork.as_deref(), Some("ai"));
+    assert!(r.unknown.is_empty());
+    // Empty, over-long or non-string names are refused outright.
+    for bad in [
+        Value::str(""),
+        Value::str(&"x".repeat(129)),
+        Value::Int(3),
+        list(&["ai"]),
+    ] {
+        let v = DictBuilder::new()
+            .str("command", "offer")
+            .str("call-id", "c1")
+            .str("from-tag", "t1")
+            .str("sdp", "v=0\r\n")
+            .value("fork", bad)
+            .build();
+        assert_eq!(Request::from_value(&v), Err(NgError::Invalid("fork")));
+    }
+    for spelling in ["start forwarding", "start-forwarding"] {
+        let v = DictBuilder::new()
+            .str("command", spelling)
+            .str("call-id", "c1")
+            .str("fork", "ai")
+            .build();
+        assert_eq!(
+            Request::from_value(&v).unwrap().command,
+            Command::StartForwarding
+        );
+        // The backend must be named.
+        let v = DictBuilder::new()
+            .str("command", spelling)
+            .str("call-id", "c1")
+            .build();
+        assert_eq!(
+            Request::from_value(&v),
+            Err(NgError::Missing("No fork backend in message"))
+        );
+    }
+    let v = DictBuilder::new()
+        .str("command", "stop forwarding")
+        .str("call-id", "c1")
+        .build();
+    assert_eq!(
+        Request::from_value(&v).unwrap().command,
+        Command::StopForwarding
+    );
+    let v = DictBuilder::new().str("command", "stop forwarding").build();
+    assert_eq!(
+        Request::from_value(&v),
+        Err(NgError::Missing("No call-id in message"))
+    );
+}

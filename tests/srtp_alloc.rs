@@ -99,3 +99,92 @@ fn zero_allocations_per_packet() {
         assert_eq!(allocs, 0, "{p} allocated on the packet path");
     }
 }
+
+/// The relay step with the fork tap, as the media worker runs it for a forked call: unprotect,
+/// payload found (CSRCs skipped), handed to the fork's queue (audio and telephone-event, with
+/// the queue full so drop-oldest runs too), re-protect. No allocation per packet.
+#[test]
+fn forked_relay_step_allocates_nothing_per_packet() {
+    use srtp_edge::fork::{spawn_fork, Backend, CallInfo, ForkMode, Track, G711};
+    use srtp_edge::media::latch::Latch;
+    use srtp_edge::media::relay::{relay_tapped, rtp_payload, Leg};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Nothing listens there: the fork keeps its queue full and never drains it in this test
+    // (the current-thread runtime is not driven), which exercises drop-oldest.
+    let cfg = srtp_edge::config::Config::from_toml_str(
+        "[[fork.backends]]\nname = \"ai\"\nurl = \"wss://127.0.0.1:9/x\"\nqueue_ms = 100\n",
+    )
+    .unwrap();
+    let backend = Backend::from_config(&cfg.fork.backends[0], &cfg.tls).unwrap();
+    let fork = spawn_fork(
+        rt.handle(),
+        backend,
+        CallInfo {
+            from: String::new(),
+            to: String::new(),
+            sip_call_id: "x".into(),
+            direction: "inbound".into(),
+            route: "ng".into(),
+            codec: G711::Pcmu,
+            mode: ForkMode::Fork,
+        },
+    )
+    .unwrap();
+    let p = Profile::AesCm128HmacSha1_80;
+    let ctx = |k: u8| {
+        let key = vec![k; p.master_key_len()];
+        let salt = vec![k ^ 0xff; p.master_salt_len()];
+        SrtpContext::new(p, &key, &salt, ContextConfig::default()).unwrap()
+    };
+    let src: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let dst: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let leg = |inbound, outbound, peer| Leg {
+        inbound: Some(inbound),
+        outbound: Some(outbound),
+        rtp_latch: Latch::new(Some(peer), 8),
+        rtcp_latch: Latch::new(None, 8),
+        rtcp_mux: true,
+    };
+    let mut from = leg(ctx(1), ctx(2), src);
+    let mut to = leg(ctx(3), ctx(4), dst);
+    let mut sender = ctx(1);
+    let mut buf = vec![0u8; 2048];
+    let mut tapped = 0usize;
+    let (_, n) = counted(|| {
+        for seq in 1..=600u16 {
+            // Every tenth packet is a telephone-event with one CSRC.
+            let event = seq % 10 == 0;
+            let hdr: &[u8] = if event {
+                &[0x81, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7]
+            } else {
+                &[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+            };
+            buf[..hdr.len()].copy_from_slice(hdr);
+            buf[2..4].copy_from_slice(&seq.to_be_bytes());
+            let body = if event { 4 } else { 160 };
+            buf[hdr.len()..hdr.len() + body].fill(seq as u8);
+            let len = sender.protect_rtp(&mut buf, hdr.len() + body).unwrap();
+            let fwd = relay_tapped(&mut from, &mut to, src, &mut buf, len, false, |pkt| {
+                let Some(r) = rtp_payload(pkt) else { return };
+                tapped += 1;
+                if r.pt == 0 {
+                    fork.push_g711(Track::Inbound, r.payload);
+                } else {
+                    fork.push_telephone_event(Track::Inbound, r.payload, r.timestamp);
+                }
+            })
+            .unwrap();
+            assert_eq!(fwd.dest, dst);
+        }
+    });
+    assert_eq!(tapped, 600);
+    assert_eq!(n, 0, "{n} allocations in 600 forked relay steps");
+    assert!(
+        fork.stats().dropped > 0,
+        "drop-oldest ran in the counted region"
+    );
+}

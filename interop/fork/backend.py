@@ -8,6 +8,11 @@ close code). It also plays audio back, with marks and a clear, so the test can c
 
     backend.py --cert server.pem --key server.key --mode twilio|l16 [--rate 16000]
                [--token T] [--secret S --url wss://...] [--max-tls12]
+               [--freqs 600,1000] [--no-playback] [--stall-after N --stall-secs S]
+
+--freqs adds `track_tone_db` (per track, purity of each frequency) and `track_frames`;
+--no-playback sends nothing back (a `<Start><Stream>`-style fork consumer); --stall-after N stops
+reading for S seconds after the N-th media message (a backend that does not keep up).
 """
 import argparse
 import asyncio
@@ -87,6 +92,7 @@ class Recorder:
         self.seq = 0
         self.chunks = {}
         self.pcm = []
+        self.track_pcm = {}
         self.marks = {}
         self.t0 = time.monotonic()
 
@@ -173,10 +179,12 @@ async def handler(ws, args):
                 r.seq = s
             if ev == "start":
                 r.rec["start"] = m
-                task = asyncio.create_task(twilio_playback(r))
+                if not args.no_playback:
+                    task = asyncio.create_task(twilio_playback(r))
             elif ev == "websocket:connected":
                 r.rec["preamble"] = m
-                task = asyncio.create_task(l16_playback(r))
+                if not args.no_playback:
+                    task = asyncio.create_task(l16_playback(r))
             elif ev == "media":
                 md = m["media"]
                 tr = md["track"]
@@ -190,6 +198,13 @@ async def handler(ws, args):
                     r.rec["payload_lens"].append(len(p))
                 if tr == "inbound":
                     r.pcm.extend(ulaw_decode(b) for b in p)
+                r.track_pcm.setdefault(tr, []).extend(ulaw_decode(b) for b in p)
+                total = sum(r.rec["media"].values())
+                if args.stall_after and total == args.stall_after:
+                    r.rec["stalled_s"] = args.stall_secs
+                    await asyncio.sleep(args.stall_secs)
+            elif ev == "dtmf":
+                r.rec.setdefault("dtmf", []).append(m.get("dtmf"))
             elif ev == "mark":
                 name = (m.get("mark") or m.get("data"))["name"]
                 r.marks[name] = time.monotonic()
@@ -205,6 +220,13 @@ async def handler(ws, args):
     tail = r.pcm[len(r.pcm) // 4:]
     r.rec["inbound_samples"] = len(r.pcm)
     r.rec["tone_1k_db"] = round(purity_db(tail, rate, 1000.0), 3)
+    if args.freqs:
+        freqs = [float(f) for f in args.freqs.split(",")]
+        r.rec["track_frames"] = {t: len(x) // 160 for t, x in r.track_pcm.items()}
+        r.rec["track_tone_db"] = {
+            t: {str(int(f)): round(purity_db(x, 8000, f), 3) for f in freqs}
+            for t, x in r.track_pcm.items()
+        }
     print(json.dumps(r.rec), flush=True)
 
 
@@ -219,6 +241,10 @@ async def main():
     ap.add_argument("--url", default="", help="signed URL; {port} is replaced by ours")
     ap.add_argument("--max-tls12", action="store_true")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--freqs", default="")
+    ap.add_argument("--no-playback", action="store_true")
+    ap.add_argument("--stall-after", type=int, default=0)
+    ap.add_argument("--stall-secs", type=float, default=10.0)
     args = ap.parse_args()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)

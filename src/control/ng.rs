@@ -19,6 +19,8 @@ use crate::srtp::Profile;
 pub const MAX_COOKIE: usize = 128;
 /// Most entries accepted in one list-valued key (flags, replace, SDES...).
 const MAX_LIST: usize = 64;
+/// Longest fork backend name accepted in the `fork` key.
+const MAX_FORK_NAME: usize = 128;
 
 /// Why an ng datagram could not be turned into a request. `reply_reason` is the
 /// `error-reason` to send back (when a cookie could be read).
@@ -88,6 +90,10 @@ pub enum Command {
     List,
     /// Daemon-wide statistics.
     Statistics,
+    /// Fork a running call to the backend named by `fork` (`start forwarding`).
+    StartForwarding,
+    /// Stop a call's fork (`stop forwarding`).
+    StopForwarding,
 }
 
 impl Command {
@@ -100,6 +106,8 @@ impl Command {
             "query" => Command::Query,
             "list" => Command::List,
             "statistics" => Command::Statistics,
+            "start forwarding" | "start-forwarding" => Command::StartForwarding,
+            "stop forwarding" | "stop-forwarding" => Command::StopForwarding,
             _ => return None,
         })
     }
@@ -234,6 +242,8 @@ pub struct Request {
     pub received_from: Option<(String, String)>,
     /// `limit` (list command).
     pub limit: Option<i64>,
+    /// `fork`: the name of a configured fork backend (`[[fork.backends]]`), never a URL.
+    pub fork: Option<String>,
     /// Keys this parser does not use, for a debug log.
     pub unknown: Vec<String>,
 }
@@ -252,6 +262,7 @@ impl fmt::Debug for Request {
             .field("dtls", &self.dtls)
             .field("sdes", &self.sdes)
             .field("rtcp_mux", &self.rtcp_mux)
+            .field("fork", &self.fork)
             .field("unknown", &self.unknown)
             .finish_non_exhaustive()
     }
@@ -307,6 +318,7 @@ impl Request {
             rtcp_mux: Vec::new(),
             received_from: None,
             limit: None,
+            fork: None,
             unknown: Vec::new(),
         };
         for (k, val) in dict {
@@ -376,6 +388,13 @@ impl Request {
                         return Err(NgError::Invalid("received-from"));
                     }
                 }
+                "fork" => {
+                    let name = text(val, "fork")?;
+                    if name.is_empty() || name.len() > MAX_FORK_NAME {
+                        return Err(NgError::Invalid("fork"));
+                    }
+                    r.fork = Some(name);
+                }
                 "limit" => {
                     let n = val.as_int().ok_or(NgError::Invalid("limit"))?;
                     if n < 0 {
@@ -410,7 +429,15 @@ impl Request {
                     return Err(NgError::Missing("No to-tag in message"));
                 }
             }
-            Command::Delete | Command::Query => {
+            Command::StartForwarding => {
+                if self.call_id.is_none() {
+                    return Err(NgError::Missing("No call-id in message"));
+                }
+                if self.fork.is_none() {
+                    return Err(NgError::Missing("No fork backend in message"));
+                }
+            }
+            Command::Delete | Command::Query | Command::StopForwarding => {
                 if self.call_id.is_none() {
                     return Err(NgError::Missing("No call-id in message"));
                 }
@@ -497,6 +524,16 @@ pub fn reply_sdp(sdp: &str) -> Value {
     DictBuilder::new()
         .str("result", "ok")
         .str("sdp", sdp)
+        .build()
+}
+
+/// `{"result": "ok", "sdp": ..., "warning": ...}`: the call goes on, something asked for with
+/// it did not (a fork refused for the call's codec).
+pub fn reply_sdp_warning(sdp: &str, warning: &str) -> Value {
+    DictBuilder::new()
+        .str("result", "ok")
+        .str("sdp", sdp)
+        .str("warning", warning)
         .build()
 }
 

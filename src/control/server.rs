@@ -16,7 +16,8 @@ use super::bencode::Value;
 use super::ng::{self, Command, Request};
 use super::reply_cache::ReplyCache;
 use crate::config::IpNet;
-use crate::media::calls::{unix_secs, CallReport, Calls, Negotiation};
+use crate::fork::ForkMode;
+use crate::media::calls::{unix_secs, CallError, CallReport, Calls, Negotiation};
 use crate::media::relay::Drop;
 use crate::srtp::Profile;
 
@@ -163,6 +164,23 @@ impl NgServer {
                 ng::reply_list(ids.iter().map(String::as_str))
             }
             Command::Statistics => self.statistics(),
+            Command::StartForwarding => {
+                let (Some(id), Some(backend)) = (req.call_id.as_deref(), req.fork.as_deref())
+                else {
+                    return ng::reply_error("Missing call-id or fork");
+                };
+                match self.calls.start_fork(id, backend, ForkMode::Fork) {
+                    Ok(_) => ng::reply_ok(),
+                    Err(e) => ng::reply_error(&e.ng_reason()),
+                }
+            }
+            Command::StopForwarding => match req.call_id.as_deref() {
+                None => ng::reply_error("No call-id in message"),
+                Some(id) => match self.calls.stop_fork(id) {
+                    Ok(_) => ng::reply_ok(),
+                    Err(e) => ng::reply_error(&e.ng_reason()),
+                },
+            },
         }
     }
 
@@ -182,6 +200,16 @@ impl NgServer {
         for f in &req.unknown {
             tracing::debug!(flag = %f, "ng flag ignored");
         }
+        // Only configured backends can be named; check before anything is anchored.
+        if let Some(name) = req.fork.as_deref() {
+            if self.calls.fork_backend(name).is_none() {
+                tracing::info!(
+                    "ng {} refused: unknown fork backend",
+                    command_label(req.command)
+                );
+                return ng::reply_error(&CallError::UnknownForkBackend.ng_reason());
+            }
+        }
         let suites = req.sdes_suites(&self.suites);
         if suites.is_empty() {
             return ng::reply_error(ng::PLAINTEXT_REFUSED);
@@ -199,7 +227,14 @@ impl NgServer {
             self.calls.answer(&n)
         };
         match result {
-            Ok(sdp) => ng::reply_sdp(&sdp),
+            Ok(sdp) => match req.fork.as_deref() {
+                None => ng::reply_sdp(&sdp),
+                // The call is anchored either way; a refused fork is a warning, not an error.
+                Some(name) => match self.calls.start_fork(call_id, name, ForkMode::Fork) {
+                    Ok(_) => ng::reply_sdp(&sdp),
+                    Err(e) => ng::reply_sdp_warning(&sdp, &e.ng_reason()),
+                },
+            },
             Err(e) => {
                 tracing::info!(error = %e, "ng {} refused", command_label(req.command));
                 ng::reply_error(&e.ng_reason())
@@ -238,6 +273,8 @@ fn command_label(c: Command) -> &'static str {
         Command::Query => "query",
         Command::List => "list",
         Command::Statistics => "statistics",
+        Command::StartForwarding => "start_forwarding",
+        Command::StopForwarding => "stop_forwarding",
     }
 }
 

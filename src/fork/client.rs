@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,15 @@ const PONG_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Fork tasks of this process that have not finished yet.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Fork tasks still running in this process: a shutdown waits (bounded) for this to reach zero
+/// so that every backend gets its `stop` and close 1000 before the runtime goes away.
+pub fn running_forks() -> usize {
+    RUNNING.load(Ordering::Relaxed)
+}
 
 /// Why a backend could not be prepared or a fork could not start.
 #[derive(Debug, thiserror::Error)]
@@ -423,6 +432,7 @@ pub fn spawn_fork(
         reported_playout_drops: 0,
         queued_frames_seen: 0,
     };
+    RUNNING.fetch_add(1, Ordering::Relaxed);
     rt.spawn(task.run());
     Ok(ForkHandle { shared })
 }
@@ -570,6 +580,7 @@ impl Task {
         self.report();
         self.metrics.active.decrement(1.0);
         self.event(ForkEvent::Ended);
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn stopping(&self) -> bool {

@@ -21,18 +21,21 @@ use super::engine::Engine;
 use super::latch::Latch;
 use super::ports::PoolError;
 use super::relay::Leg;
-use super::worker::{CallCounters, Command, LegSetup, LegUpdate};
+use super::worker::{CallCounters, Command, ForkTap, LegSetup, LegUpdate};
+use crate::fork::{spawn_fork, Backend, CallInfo, ForkEvent, ForkMode, ForkStats, Track, G711};
 use crate::redact::Redacted;
 use crate::sdp::policy::{
     self, AnswerPlan, LocalMedia, OfferInfo, OfferPlan, PolicyError, SdesKey,
 };
-use crate::sdp::Sdp;
+use crate::sdp::{MediaSection, Sdp};
 use crate::srtp::{ContextConfig, Profile, SrtpContext};
 
 /// Calls ended, by how (`deleted`, `timeout`, `failed`).
 pub const CALLS_TOTAL: &str = "srtp_edge_calls_total";
 /// Offers and answers refused, by reason.
 pub const NEGOTIATIONS_REFUSED: &str = "srtp_edge_negotiations_refused_total";
+/// Forks attached to calls, by backend.
+pub const FORKS_STARTED: &str = "srtp_edge_fork_calls_total";
 
 /// Why an offer, answer or delete failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,15 @@ pub enum CallError {
     /// The media worker is gone (shutting down).
     #[error("media engine unavailable")]
     EngineGone,
+    /// A fork named a backend that is not in `[[fork.backends]]`.
+    #[error("unknown fork backend")]
+    UnknownForkBackend,
+    /// The call cannot be forked (its codec is not PCMU/PCMA, or the fork could not start).
+    #[error("fork refused: {0}")]
+    ForkRefused(String),
+    /// `stop forwarding` on a call that has no fork.
+    #[error("call is not forked")]
+    NotForked,
 }
 
 impl CallError {
@@ -62,6 +74,7 @@ impl CallError {
             CallError::UnknownCall => 481,
             CallError::NoPendingOffer => 491,
             CallError::Ports(_) | CallError::EngineGone => 503,
+            CallError::UnknownForkBackend | CallError::ForkRefused(_) | CallError::NotForked => 500,
         }
     }
 
@@ -83,6 +96,9 @@ impl CallError {
             CallError::Ports(_) => "ports",
             CallError::NoPendingOffer => "no_offer",
             CallError::EngineGone => "engine",
+            CallError::UnknownForkBackend => "unknown_fork_backend",
+            CallError::ForkRefused(_) => "fork_refused",
+            CallError::NotForked => "not_forked",
         }
     }
 }
@@ -144,6 +160,154 @@ struct Call {
     pending: Option<Pending>,
     created: SystemTime,
     last_signal: SystemTime,
+    /// The codec of the last offer's relayed m-line (None: none of PCMU/PCMA offered).
+    offered_g711: bool,
+    /// The negotiated codec, once an answer was applied.
+    codec: Option<Result<CallCodec, String>>,
+    /// The fork asked for on this call, if any.
+    fork: Option<CallFork>,
+}
+
+/// A fork asked for on a call: started once the codec is known (at the answer).
+#[derive(Debug, Clone)]
+struct CallFork {
+    backend: Arc<Backend>,
+    mode: ForkMode,
+    /// The worker has the handle (false: waiting for the answer).
+    running: bool,
+}
+
+/// The audio format a call negotiated, as far as a fork cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallCodec {
+    /// The G.711 law.
+    pub g711: G711,
+    /// Its RTP payload type.
+    pub pt: u8,
+    /// The telephone-event (RFC 4733) payload type at 8000 Hz, if negotiated.
+    pub event_pt: Option<u8>,
+}
+
+fn static_name(pt: u8) -> Option<&'static str> {
+    Some(match pt {
+        0 => "PCMU",
+        3 => "GSM",
+        4 => "G723",
+        8 => "PCMA",
+        9 => "G722",
+        13 => "CN",
+        18 => "G729",
+        _ => return None,
+    })
+}
+
+/// The encoding name and clock rate of a payload type of an m-line, from `a=rtpmap` or the
+/// static table (RFC 3551).
+fn encoding(m: &MediaSection, pt: u8) -> (String, Option<u32>) {
+    for v in m.attrs("rtpmap").flatten() {
+        let Some((p, rest)) = v.trim().split_once(' ') else {
+            continue;
+        };
+        if p.parse::<u8>().ok() != Some(pt) {
+            continue;
+        }
+        let mut it = rest.trim().split('/');
+        let name: String = it.next().unwrap_or("").chars().take(32).collect();
+        let rate = it.next().and_then(|r| r.parse().ok());
+        return (name, rate);
+    }
+    match static_name(pt) {
+        Some(n) => (n.to_string(), Some(8000)),
+        None => (format!("payload type {pt}"), None),
+    }
+}
+
+/// The codec of an m-line as a fork sees it: the first audio format (telephone-event and comfort
+/// noise skipped) must be PCMU or PCMA at 8000 Hz; otherwise the error names what was found.
+pub fn call_codec(m: &MediaSection) -> Result<CallCodec, String> {
+    let mut event_pt = None;
+    let mut first: Option<(u8, String, Option<u32>)> = None;
+    for f in &m.fmts {
+        let Some(pt) = f.parse::<u8>().ok().filter(|p| *p < 128) else {
+            continue;
+        };
+        let (name, rate) = encoding(m, pt);
+        if name.eq_ignore_ascii_case("telephone-event") {
+            if rate == Some(8000) && event_pt.is_none() {
+                event_pt = Some(pt);
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case("CN") {
+            continue;
+        }
+        if first.is_none() {
+            first = Some((pt, name, rate));
+        }
+    }
+    let (pt, name, rate) = first.ok_or_else(|| "no audio codec".to_string())?;
+    match G711::from_encoding_name(&name) {
+        Some(g711) if rate.unwrap_or(8000) == 8000 => Ok(CallCodec { g711, pt, event_pt }),
+        _ => Err(match rate {
+            Some(r) if r != 8000 => format!("codec {name}/{r} is not PCMU or PCMA"),
+            _ => format!("codec {name} is not PCMU or PCMA"),
+        }),
+    }
+}
+
+/// True if an m-line offers PCMU or PCMA at all.
+fn offers_g711(m: &MediaSection) -> bool {
+    m.fmts
+        .iter()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .any(|pt| {
+            let (name, rate) = encoding(m, pt);
+            G711::from_encoding_name(&name).is_some() && rate.unwrap_or(8000) == 8000
+        })
+}
+
+/// What [`Calls::start_fork`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkStart {
+    /// The fork is attached to the call's worker and connecting.
+    Started,
+    /// The call has no answer yet: the fork starts when the answer gives the codec.
+    Pending,
+}
+
+/// The named fork backends and the runtime their connections run on.
+#[derive(Clone)]
+pub struct ForkBackends {
+    backends: HashMap<String, Arc<Backend>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl ForkBackends {
+    /// Backends built once at start ([`Backend::from_config`]); `rt` runs their connections.
+    pub fn new(backends: Vec<Arc<Backend>>, rt: tokio::runtime::Handle) -> ForkBackends {
+        ForkBackends {
+            backends: backends
+                .into_iter()
+                .map(|b| (b.name().to_string(), b))
+                .collect(),
+            rt,
+        }
+    }
+
+    /// The backend called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.backends.get(name)
+    }
+}
+
+impl std::fmt::Debug for ForkBackends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.backends.keys().collect();
+        names.sort();
+        f.debug_struct("ForkBackends")
+            .field("backends", &names)
+            .finish()
+    }
 }
 
 /// The call table.
@@ -155,6 +319,8 @@ pub struct Calls {
     relatch: u32,
     started: Instant,
     stats: Mutex<EndStats>,
+    forks: Option<ForkBackends>,
+    hangups: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 /// How calls have ended since start (ng `statistics`).
@@ -203,8 +369,17 @@ impl std::fmt::Debug for Calls {
 }
 
 impl Calls {
-    /// A call table over a running engine.
+    /// A call table over a running engine, without fork backends.
     pub fn new(engine: Arc<Engine>) -> Arc<Calls> {
+        Calls::build(engine, None)
+    }
+
+    /// A call table whose calls can be forked to the given backends.
+    pub fn with_forks(engine: Arc<Engine>, forks: ForkBackends) -> Arc<Calls> {
+        Calls::build(engine, Some(forks))
+    }
+
+    fn build(engine: Arc<Engine>, forks: Option<ForkBackends>) -> Arc<Calls> {
         let replay_window = engine.cfg.replay_window;
         let relatch = engine.cfg.relatch_packets;
         Arc::new(Calls {
@@ -215,7 +390,14 @@ impl Calls {
             relatch,
             started: Instant::now(),
             stats: Mutex::new(EndStats::default()),
+            forks,
+            hangups: Mutex::new(None),
         })
+    }
+
+    /// The configured fork backend called `name` (None: unknown, an error for the caller).
+    pub fn fork_backend(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.forks.as_ref()?.get(name)
     }
 
     /// The engine underneath.
@@ -281,6 +463,7 @@ impl Calls {
             .position(|m| m.accepted)
             .ok_or(PolicyError::NoAudio)?;
         let m = &info.media[index];
+        let offered_g711 = sdp.media.get(index).is_some_and(offers_g711);
         let chosen = policy::choose_crypto(m, n.suites)?;
         let offerer_key = zeroize::Zeroizing::new(chosen.key.as_bytes().to_vec());
         // The suite was checked usable, so its key length is right; check anyway before
@@ -307,6 +490,7 @@ impl Calls {
         }
         let call = table.get_mut(n.call_id).ok_or(CallError::UnknownCall)?;
         call.last_signal = SystemTime::now();
+        call.offered_g711 = offered_g711;
 
         let offered = SdesKey::generate_all(n.suites)?;
         let offered_suites: Vec<Vec<Profile>> = info
@@ -443,6 +627,9 @@ impl Calls {
             pending: None,
             created: now,
             last_signal: now,
+            offered_g711: false,
+            codec: None,
+            fork: None,
         })
     }
 
@@ -469,6 +656,7 @@ impl Calls {
             })?;
         let side = pending.side;
         let other = 1 - side;
+        let pending_index = pending.index;
         // Tags are 1..n in offer order.
         let ours_to_other = pending.offered.get(chosen.tag as usize - 1).ok_or(
             PolicyError::AnswerCryptoMismatch {
@@ -538,8 +726,19 @@ impl Calls {
         }
         call.pending = None;
         call.last_signal = SystemTime::now();
+        // The answerer's m-line lists what both sides will send (its first codec first).
+        call.codec = sdp.media.get(pending_index).map(call_codec);
+        let fork_now = call.fork.as_ref().is_some_and(|f| !f.running);
         tracing::debug!(call = %Redacted(n.call_id), suites = ?[call.legs[0].suite, call.legs[1].suite], "answer applied");
         let key = call.key;
+        if fork_now {
+            // The fork asked for at the offer starts now that the codec is known; a refusal
+            // (codec) is logged and the call itself goes on.
+            if let Err(e) = self.attach_fork(n.call_id, call) {
+                tracing::warn!(call = %Redacted(n.call_id), error = %e, "fork not started");
+                call.fork = None;
+            }
+        }
         drop(table);
         // A barrier: the worker handles commands in order, so once it answers this query the
         // new keys are in place, and the first packet a peer sends after our reply is relayed.
@@ -548,6 +747,192 @@ impl Calls {
             .worker(key)
             .ask(|reply| Command::Query { key, reply });
         Ok(out.write())
+    }
+
+    /// Forks a call to a configured backend (ng `fork` key on offer/answer, ng `start
+    /// forwarding`, and the SIP B2BUA for routes with a fork or a `wss://` target).
+    ///
+    /// `mode` [`ForkMode::Fork`]: both tracks (leg A's audio as `inbound`, leg B's as
+    /// `outbound`) are copied to the backend; nothing is played back. [`ForkMode::Agent`]: leg
+    /// A's audio goes to the backend as `inbound` and the backend's audio is played into leg A
+    /// on the media worker's 20 ms clock; when the backend hangs up, the call-id is sent to the
+    /// receiver from [`Calls::fork_hangups`] (the B2BUA then sends BYE and deletes the call).
+    ///
+    /// Before the answer the fork is recorded and starts when the answer gives the codec
+    /// ([`ForkStart::Pending`]). Errors: unknown backend or call; [`CallError::ForkRefused`] when
+    /// the call's codec is not PCMU/PCMA (logged). The same backend and mode again is a no-op;
+    /// another one replaces the running fork.
+    pub fn start_fork(
+        &self,
+        call_id: &str,
+        backend: &str,
+        mode: ForkMode,
+    ) -> Result<ForkStart, CallError> {
+        let backend = self
+            .fork_backend(backend)
+            .ok_or(CallError::UnknownForkBackend)?
+            .clone();
+        let mut table = lock(&self.table);
+        let call = table.get_mut(call_id).ok_or(CallError::UnknownCall)?;
+        if let Some(f) = &call.fork {
+            // The same fork asked for again (ng flags repeated on offer and answer): keep it.
+            if Arc::ptr_eq(&f.backend, &backend) && f.mode == mode {
+                return Ok(if f.running {
+                    ForkStart::Started
+                } else {
+                    ForkStart::Pending
+                });
+            }
+        }
+        if call.codec.is_none() && !call.offered_g711 {
+            let e = CallError::ForkRefused("the offer has no PCMU or PCMA codec".into());
+            tracing::warn!(call = %Redacted(call_id), backend = backend.name(), error = %e, "fork refused");
+            return Err(e);
+        }
+        let previous = call.fork.replace(CallFork {
+            backend,
+            mode,
+            running: false,
+        });
+        if call.codec.is_none() {
+            if previous.is_some_and(|p| p.running) {
+                // Stop the old one now; the new one starts at the answer.
+                let key = call.key;
+                let _ = self.engine.worker(key).send(Command::Unfork {
+                    key,
+                    reply: std::sync::mpsc::channel().0,
+                });
+            }
+            return Ok(ForkStart::Pending);
+        }
+        match self.attach_fork(call_id, call) {
+            Ok(()) => Ok(ForkStart::Started),
+            Err(e) => {
+                tracing::warn!(call = %Redacted(call_id), error = %e, "fork refused");
+                call.fork = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the fork recorded on `call` (its codec known) and hands it to the call's worker.
+    fn attach_fork(&self, call_id: &str, call: &mut Call) -> Result<(), CallError> {
+        let forks = self.forks.as_ref().ok_or(CallError::UnknownForkBackend)?;
+        let f = call.fork.as_mut().ok_or(CallError::NotForked)?;
+        let codec = match &call.codec {
+            Some(Ok(c)) => *c,
+            Some(Err(why)) => return Err(CallError::ForkRefused(why.clone())),
+            None => return Err(CallError::ForkRefused("call not answered".into())),
+        };
+        let info = CallInfo {
+            from: String::new(),
+            to: String::new(),
+            sip_call_id: call_id.to_string(),
+            direction: "inbound".into(),
+            route: match f.mode {
+                ForkMode::Fork => "ng".into(),
+                ForkMode::Agent => "agent".into(),
+            },
+            codec: codec.g711,
+            mode: f.mode,
+        };
+        let handle = spawn_fork(&forks.rt, f.backend.clone(), info)
+            .map_err(|e| CallError::ForkRefused(e.to_string()))?;
+        let (tracks, playout_leg) = match f.mode {
+            ForkMode::Fork => ([Some(Track::Inbound), Some(Track::Outbound)], None),
+            ForkMode::Agent => ([Some(Track::Inbound), None], Some(0)),
+        };
+        let key = call.key;
+        self.engine
+            .worker(key)
+            .send(Command::Fork {
+                key,
+                tap: Box::new(ForkTap {
+                    handle,
+                    audio_pt: codec.pt,
+                    event_pt: codec.event_pt,
+                    tracks,
+                    playout_leg,
+                }),
+            })
+            .map_err(|_| CallError::EngineGone)?;
+        f.running = true;
+        metrics::counter!(FORKS_STARTED, "backend" => f.backend.name().to_string()).increment(1);
+        tracing::info!(call = %Redacted(call_id), backend = f.backend.name(), mode = ?f.mode, codec = ?codec.g711, "fork started");
+        Ok(())
+    }
+
+    /// Stops a call's fork (ng `stop forwarding`): the backend gets `stop` and a close 1000;
+    /// the call goes on. Returns the fork's final counters (None if it had not started yet).
+    pub fn stop_fork(&self, call_id: &str) -> Result<Option<ForkStats>, CallError> {
+        let (key, running) = {
+            let mut table = lock(&self.table);
+            let call = table.get_mut(call_id).ok_or(CallError::UnknownCall)?;
+            let f = call.fork.take().ok_or(CallError::NotForked)?;
+            (call.key, f.running)
+        };
+        tracing::info!(call = %Redacted(call_id), "fork stopped");
+        if !running {
+            return Ok(None);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.engine
+            .worker(key)
+            .send(Command::Unfork { key, reply: tx })
+            .map_err(|_| CallError::EngineGone)?;
+        Ok(rx
+            .recv_timeout(std::time::Duration::from_secs(2))
+            .ok()
+            .flatten())
+    }
+
+    /// The backend and mode of a call's fork, if it has one.
+    pub fn fork_of(&self, call_id: &str) -> Option<(String, ForkMode)> {
+        let table = lock(&self.table);
+        let f = table.get(call_id)?.fork.as_ref()?;
+        Some((f.backend.name().to_string(), f.mode))
+    }
+
+    /// Call-IDs of agent-mode calls whose backend hung up (disconnect, close, or lost
+    /// connection). One receiver: a new call replaces the previous one. The B2BUA owns it and
+    /// answers each with a BYE and [`Calls::delete`].
+    pub fn fork_hangups(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *lock(&self.hangups) = Some(tx);
+        rx
+    }
+
+    /// A worker reported a fork event (the daemon's event loop calls this).
+    pub fn fork_event(&self, key: u64, event: ForkEvent) {
+        let Some(call_id) = lock(&self.by_key).get(&key).cloned() else {
+            return;
+        };
+        let call = Redacted(call_id.as_str());
+        match event {
+            ForkEvent::Connected => tracing::debug!(%call, "fork connected"),
+            ForkEvent::Reconnecting => tracing::info!(%call, "fork reconnecting"),
+            ForkEvent::Hangup => {
+                tracing::info!(%call, "agent backend hung up");
+                let tx = lock(&self.hangups).clone();
+                let sent = tx.is_some_and(|tx| tx.send(call_id.clone()).is_ok());
+                if !sent {
+                    tracing::warn!(%call, "agent hangup with no signaling to end the call");
+                }
+            }
+            ForkEvent::Ended => {
+                // The backend ended the stream (close 1000): detach it; the call goes on.
+                let mut table = lock(&self.table);
+                if let Some(c) = table.get_mut(&call_id) {
+                    c.fork = None;
+                }
+                drop(table);
+                let _ = self.engine.worker(key).send(Command::Unfork {
+                    key,
+                    reply: std::sync::mpsc::channel().0,
+                });
+                tracing::info!(%call, "fork ended");
+            }
+        }
     }
 
     fn report(&self, call: &Call, counters: Option<CallCounters>) -> CallReport {
@@ -626,4 +1011,71 @@ impl Calls {
 /// Seconds since the Unix epoch, for ng replies.
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(fmts: &str, attrs: &[&str]) -> MediaSection {
+        let mut text = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 4000 RTP/SAVP {fmts}\r\n"
+        );
+        for a in attrs {
+            text.push_str(&format!("a={a}\r\n"));
+        }
+        Sdp::parse(&text).unwrap().media.remove(0)
+    }
+
+    #[test]
+    fn codec_is_the_first_audio_format_with_telephone_event_found() {
+        let c = call_codec(&m(
+            "101 0 8",
+            &["rtpmap:101 telephone-event/8000", "rtpmap:0 PCMU/8000"],
+        ))
+        .unwrap();
+        assert_eq!(
+            c,
+            CallCodec {
+                g711: G711::Pcmu,
+                pt: 0,
+                event_pt: Some(101)
+            }
+        );
+        // Static types without rtpmap, comfort noise skipped, a dynamic PCMA.
+        let c = call_codec(&m("13 8", &[])).unwrap();
+        assert_eq!((c.g711, c.pt, c.event_pt), (G711::Pcma, 8, None));
+        let c = call_codec(&m("96", &["rtpmap:96 pcma/8000"])).unwrap();
+        assert_eq!((c.g711, c.pt), (G711::Pcma, 96));
+        // Telephone-event at another rate is not the call's.
+        let c = call_codec(&m("0 100", &["rtpmap:100 telephone-event/48000"])).unwrap();
+        assert_eq!(c.event_pt, None);
+    }
+
+    #[test]
+    fn other_codecs_are_named_in_the_refusal() {
+        assert_eq!(
+            call_codec(&m("9 0", &["rtpmap:9 G722/8000"])),
+            Err("codec G722 is not PCMU or PCMA".into())
+        );
+        assert_eq!(
+            call_codec(&m("111 0", &["rtpmap:111 opus/48000/2"])),
+            Err("codec opus/48000 is not PCMU or PCMA".into())
+        );
+        assert_eq!(
+            call_codec(&m("0", &["rtpmap:0 PCMU/16000"])),
+            Err("codec PCMU/16000 is not PCMU or PCMA".into())
+        );
+        assert_eq!(
+            call_codec(&m("101", &["rtpmap:101 telephone-event/8000"])),
+            Err("no audio codec".into())
+        );
+        assert_eq!(
+            call_codec(&m("77", &[])),
+            Err("codec payload type 77 is not PCMU or PCMA".into())
+        );
+        assert!(!offers_g711(&m("9 101", &["rtpmap:9 G722/8000"])));
+        assert!(offers_g711(&m("9 8", &[])));
+    }
 }

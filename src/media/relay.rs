@@ -112,6 +112,48 @@ fn map_err(e: srtp::Error) -> Drop {
     }
 }
 
+/// The audio part of a decrypted RTP packet, borrowed from the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpPayload<'a> {
+    /// Payload type (7 bits).
+    pub pt: u8,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// The payload, without CSRC list, header extension or padding.
+    pub payload: &'a [u8],
+}
+
+/// Finds the payload of a plaintext RTP packet (CSRCs, extension and padding stripped). None
+/// for anything malformed: lengths that do not fit, or padding longer than the payload.
+pub fn rtp_payload(pkt: &[u8]) -> Option<RtpPayload<'_>> {
+    let b0 = *pkt.first()?;
+    if b0 >> 6 != 2 {
+        return None;
+    }
+    let pt = pkt.get(1)? & 0x7f;
+    let ts = pkt.get(4..8)?;
+    let timestamp = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
+    let mut off = 12 + 4 * usize::from(b0 & 0x0f);
+    if b0 & 0x10 != 0 {
+        let ext = pkt.get(off..off + 4)?;
+        off += 4 + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+    }
+    let mut end = pkt.len();
+    if b0 & 0x20 != 0 {
+        let pad = usize::from(*pkt.last()?);
+        if pad == 0 {
+            return None;
+        }
+        end = end.checked_sub(pad)?;
+    }
+    let payload = pkt.get(off..end)?;
+    Some(RtpPayload {
+        pt,
+        timestamp,
+        payload,
+    })
+}
+
 /// Relays one datagram that arrived on `from`'s socket (its RTCP socket if `on_rtcp_socket`)
 /// from `src`, holding `len` bytes at the start of `buf`, towards `to`. On success the buffer
 /// holds the packet protected for `to`; `buf` must have room for the tag beyond `len`.
@@ -122,6 +164,21 @@ pub fn relay(
     buf: &mut [u8],
     len: usize,
     on_rtcp_socket: bool,
+) -> Result<Forward, Drop> {
+    relay_tapped(from, to, src, buf, len, on_rtcp_socket, |_| {})
+}
+
+/// [`relay`], handing each authenticated RTP packet from the latched source, decrypted, to
+/// `tap` before it is re-encrypted (the fork's tap point). RTCP is never tapped. The tap sees
+/// the plaintext packet only for the duration of the call and must not keep it.
+pub fn relay_tapped(
+    from: &mut Leg,
+    to: &mut Leg,
+    src: SocketAddr,
+    buf: &mut [u8],
+    len: usize,
+    on_rtcp_socket: bool,
+    mut tap: impl FnMut(&[u8]),
 ) -> Result<Forward, Drop> {
     let len = len.min(buf.len());
     let rtcp = match demux::classify(&buf[..len]) {
@@ -147,6 +204,9 @@ pub fn relay(
     if latch.on_authenticated(src) == Verdict::Foreign {
         return Err(Drop::NotLatchedSource);
     }
+    if !rtcp {
+        tap(buf.get(..plain).unwrap_or_default());
+    }
 
     let via_rtcp_socket = rtcp && !to.rtcp_mux;
     let dest = if via_rtcp_socket {
@@ -168,4 +228,52 @@ pub fn relay(
         via_rtcp_socket,
         rtcp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(b0: u8, extra: &[u8], payload: &[u8], pad: &[u8]) -> Vec<u8> {
+        let mut p = vec![b0, 0x80 | 8, 0, 1, 0, 0, 0x01, 0x40, 0, 0, 0, 9];
+        p.extend_from_slice(extra);
+        p.extend_from_slice(payload);
+        p.extend_from_slice(pad);
+        p
+    }
+
+    #[test]
+    fn payload_skips_csrcs_extension_and_padding() {
+        let plain = pkt(0x80, &[], &[1, 2, 3], &[]);
+        let r = rtp_payload(&plain).unwrap();
+        assert_eq!((r.pt, r.timestamp, r.payload), (8, 320, &[1u8, 2, 3][..]));
+        // Two CSRCs, a one-word extension, three bytes of padding.
+        let extra = [[0u8; 8].as_slice(), &[0xbe, 0xde, 0, 1, 9, 9, 9, 9]].concat();
+        let p = pkt(0x80 | 0x20 | 0x10 | 2, &extra, &[7; 160], &[0, 0, 3]);
+        let r = rtp_payload(&p).unwrap();
+        assert_eq!(r.payload, &[7u8; 160][..]);
+    }
+
+    #[test]
+    fn payload_refuses_lengths_that_do_not_fit() {
+        assert!(rtp_payload(&[]).is_none());
+        assert!(rtp_payload(&[0x80, 0, 0]).is_none());
+        assert!(
+            rtp_payload(&pkt(0x40, &[], &[1], &[])).is_none(),
+            "version 1"
+        );
+        assert!(
+            rtp_payload(&pkt(0x8f, &[], &[1], &[])).is_none(),
+            "15 CSRCs missing"
+        );
+        assert!(rtp_payload(&pkt(0x90, &[0, 0, 0xff, 0xff], &[], &[])).is_none());
+        assert!(
+            rtp_payload(&pkt(0xa0, &[], &[1], &[0, 200])).is_none(),
+            "padding > payload"
+        );
+        assert!(
+            rtp_payload(&pkt(0xa0, &[], &[1], &[0])).is_none(),
+            "zero padding count"
+        );
+    }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::relay::{self, Drop, Leg};
+use crate::fork::{ForkEvent, ForkHandle, ForkStats, Track};
 
 /// Largest datagram handled; longer ones are truncated by the kernel and then fail
 /// authentication.
@@ -28,6 +29,12 @@ const TAG_ROOM: usize = 64;
 const EVENTS: usize = 256;
 /// Token of the wake-up eventfd.
 const WAKE: u64 = u64::MAX;
+/// The fork clock: playout frames and fork events are handled every 20 ms while a fork exists.
+const FORK_TICK: Duration = Duration::from_millis(20);
+/// A G.711 frame of 20 ms.
+const FRAME: usize = 160;
+/// RTP header of a playout packet (no CSRC, no extension).
+const RTP_HEADER: usize = 12;
 
 /// Counters of one worker, read by the metrics exporter. Cache-line aligned so workers do not
 /// share lines.
@@ -72,6 +79,78 @@ pub struct CallCounters {
     pub legs: [LegCounters; 2],
     /// Time since the last relayed packet.
     pub idle: Duration,
+    /// The call's fork counters, if it is forked.
+    pub fork: Option<ForkStats>,
+    /// Backend audio frames played into the call (agent mode).
+    pub played: u64,
+}
+
+/// A fork attached to a call on its worker: the lock-free handle and what to tap.
+pub struct ForkTap {
+    /// The fork's queues.
+    pub handle: ForkHandle,
+    /// RTP payload type of the call's G.711 codec (0 PCMU, 8 PCMA); other payload types are
+    /// not handed to the fork.
+    pub audio_pt: u8,
+    /// RTP payload type of telephone-event (RFC 4733), if negotiated.
+    pub event_pt: Option<u8>,
+    /// The track each leg's incoming audio becomes (index 0 = leg A), None: not tapped.
+    pub tracks: [Option<Track>; 2],
+    /// Agent mode: the leg the backend's audio is played into, on the worker's 20 ms clock,
+    /// protected with that leg's outbound keys under an SSRC of its own.
+    pub playout_leg: Option<usize>,
+}
+
+impl std::fmt::Debug for ForkTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForkTap")
+            .field("audio_pt", &self.audio_pt)
+            .field("event_pt", &self.event_pt)
+            .field("tracks", &self.tracks)
+            .field("playout_leg", &self.playout_leg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Playout stream state: our own SSRC, sequence number and timestamp.
+struct Play {
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    /// Next packet starts a talkspurt (RTP marker bit).
+    marker: bool,
+    played: u64,
+}
+
+struct SlotFork {
+    tap: ForkTap,
+    play: Play,
+}
+
+impl SlotFork {
+    /// Hands one decrypted RTP packet from `leg` to the fork. No allocation, no wait.
+    fn tap(&self, leg: usize, pkt: &[u8]) {
+        let Some(track) = self.tap.tracks.get(leg).copied().flatten() else {
+            return;
+        };
+        let Some(p) = relay::rtp_payload(pkt) else {
+            return;
+        };
+        if p.pt == self.tap.audio_pt {
+            self.tap.handle.push_g711(track, p.payload);
+        } else if Some(p.pt) == self.tap.event_pt {
+            self.tap
+                .handle
+                .push_telephone_event(track, p.payload, p.timestamp);
+        }
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // A failed getrandom leaves a fixed SSRC: still valid RTP, only less collision-proof.
+    let _ = getrandom::fill(&mut b);
+    u32::from_be_bytes(b)
 }
 
 /// What a leg needs to run: its sockets and its state.
@@ -123,6 +202,20 @@ pub enum Command {
         /// Where to send the counters (None if the call was unknown).
         reply: Sender<Option<CallCounters>>,
     },
+    /// Attach a fork to a call (replacing any previous one, which is stopped).
+    Fork {
+        /// Call key.
+        key: u64,
+        /// The fork and what to tap.
+        tap: Box<ForkTap>,
+    },
+    /// Detach and stop a call's fork (`stop` then close 1000); replies with its final counters.
+    Unfork {
+        /// Call key.
+        key: u64,
+        /// Where to send the counters (None if the call or its fork was unknown).
+        reply: Sender<Option<ForkStats>>,
+    },
     /// Report a call's counters.
     Query {
         /// Call key.
@@ -144,6 +237,13 @@ pub enum Event {
         /// Final counters.
         counters: CallCounters,
     },
+    /// A call's fork reported something (connected, reconnecting, hangup, ended).
+    Fork {
+        /// Call key.
+        key: u64,
+        /// What happened.
+        event: ForkEvent,
+    },
 }
 
 struct Slot {
@@ -151,6 +251,7 @@ struct Slot {
     legs: [LegSetup; 2],
     counters: [LegCounters; 2],
     last_media: Instant,
+    fork: Option<SlotFork>,
 }
 
 /// The handle the control plane keeps for a worker.
@@ -274,6 +375,7 @@ pub fn spawn(
             slots: Vec::new(),
             free: Vec::new(),
             by_key: HashMap::new(),
+            forks: 0,
         };
         w.run();
     })?;
@@ -290,6 +392,8 @@ struct Worker {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     by_key: HashMap<u64, usize>,
+    /// Calls with a fork attached (the fork clock runs while this is not zero).
+    forks: usize,
 }
 
 impl Worker {
@@ -297,8 +401,16 @@ impl Worker {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         let mut buf = vec![0u8; BUF + TAG_ROOM];
         let mut last_sweep = Instant::now();
+        let mut next_tick = Instant::now() + FORK_TICK;
         loop {
-            let n = self.epoll.wait(&mut events, 250);
+            let timeout_ms = if self.forks == 0 {
+                250
+            } else {
+                let left = next_tick.saturating_duration_since(Instant::now());
+                // Round up: waking early would only spin until the deadline.
+                (left.as_micros().div_ceil(1000)).min(250) as i32
+            };
+            let n = self.epoll.wait(&mut events, timeout_ms);
             let mut woken = false;
             // One clock read per batch: good enough for a timeout measured in seconds.
             let now = Instant::now();
@@ -311,9 +423,24 @@ impl Worker {
                 self.on_readable(t, &mut buf, now);
             }
             if woken {
+                let had_forks = self.forks;
                 self.drain_wake();
                 if !self.commands(now) {
                     return;
+                }
+                if had_forks == 0 && self.forks > 0 {
+                    next_tick = now + FORK_TICK;
+                }
+            }
+            if self.forks > 0 {
+                let now = Instant::now();
+                if now >= next_tick {
+                    self.fork_tick(&mut buf);
+                    next_tick += FORK_TICK;
+                    // After a stall, start again from now instead of bursting to catch up.
+                    if now > next_tick + 3 * FORK_TICK {
+                        next_tick = now + FORK_TICK;
+                    }
                 }
             }
             if now.duration_since(last_sweep) >= Duration::from_secs(1) {
@@ -341,7 +468,13 @@ impl Worker {
         };
         let [a, b] = &mut slot.legs;
         let (from, to) = if leg_i == 0 { (a, b) } else { (b, a) };
-        match relay::relay(&mut from.leg, &mut to.leg, src, buf, len, on_rtcp) {
+        let fork = slot.fork.as_ref();
+        let tap = |pkt: &[u8]| {
+            if let Some(f) = fork {
+                f.tap(leg_i, pkt);
+            }
+        };
+        match relay::relay_tapped(&mut from.leg, &mut to.leg, src, buf, len, on_rtcp, tap) {
             Ok(fwd) => {
                 let out = if fwd.via_rtcp_socket {
                     &to.rtcp
@@ -396,6 +529,10 @@ impl Worker {
                 Command::Remove { key, reply } => {
                     let _ = reply.send(self.remove(key, now));
                 }
+                Command::Fork { key, tap } => self.fork(key, *tap),
+                Command::Unfork { key, reply } => {
+                    let _ = reply.send(self.unfork(key));
+                }
                 Command::Query { key, reply } => {
                     let c = self
                         .by_key
@@ -435,6 +572,7 @@ impl Worker {
             legs,
             counters: Default::default(),
             last_media: now,
+            fork: None,
         });
         self.by_key.insert(key, i);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -484,8 +622,104 @@ impl Worker {
         }
         self.free.push(i);
         self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+        if let Some(f) = &slot.fork {
+            // Dropping the handle would do it too; say it explicitly: stop, then close 1000.
+            f.tap.handle.stop();
+            self.forks -= 1;
+        }
         Some(counters(&slot, now))
         // The slot (sockets, keys) is dropped here: the ports close.
+    }
+
+    fn fork(&mut self, key: u64, tap: ForkTap) {
+        let Some(slot) = self
+            .by_key
+            .get(&key)
+            .and_then(|&i| self.slots.get_mut(i)?.as_mut())
+        else {
+            // The call is gone: the handle is dropped here, which stops the fork.
+            return;
+        };
+        if slot.fork.is_none() {
+            self.forks += 1;
+        }
+        slot.fork = Some(SlotFork {
+            tap,
+            play: Play {
+                ssrc: random_u32(),
+                seq: random_u32() as u16,
+                ts: random_u32(),
+                marker: true,
+                played: 0,
+            },
+        });
+    }
+
+    fn unfork(&mut self, key: u64) -> Option<ForkStats> {
+        let slot = self
+            .by_key
+            .get(&key)
+            .and_then(|&i| self.slots.get_mut(i)?.as_mut())?;
+        let f = slot.fork.take()?;
+        self.forks -= 1;
+        f.tap.handle.stop();
+        Some(f.tap.handle.stats())
+    }
+
+    /// The 20 ms fork clock: forwards fork events to the control plane and plays one frame of
+    /// backend audio per agent-mode call. Uses the worker's packet buffer; allocates nothing.
+    fn fork_tick(&mut self, buf: &mut [u8]) {
+        for slot in self.slots.iter_mut().flatten() {
+            let Some(f) = slot.fork.as_mut() else {
+                continue;
+            };
+            while let Some(event) = f.tap.handle.poll_event() {
+                let _ = self.events.send(Event::Fork {
+                    key: slot.key,
+                    event,
+                });
+            }
+            let Some(l) = f.tap.playout_leg else {
+                continue;
+            };
+            let p = &mut f.play;
+            // The clock runs whether or not there is audio: timestamps stay on real time.
+            let ts = p.ts;
+            p.ts = p.ts.wrapping_add(FRAME as u32);
+            let Some(frame) = f.tap.handle.next_playout_payload() else {
+                p.marker = true;
+                continue;
+            };
+            let Some(setup) = slot.legs.get_mut(l) else {
+                continue;
+            };
+            let leg = &mut setup.leg;
+            let (Some(dest), Some(out)) = (leg.rtp_latch.destination(), leg.outbound.as_mut())
+            else {
+                continue;
+            };
+            let len = RTP_HEADER + FRAME;
+            let Some(pkt) = buf.get_mut(..len) else {
+                continue;
+            };
+            pkt[0] = 0x80;
+            pkt[1] = (u8::from(p.marker) << 7) | (f.tap.audio_pt & 0x7f);
+            pkt[2..4].copy_from_slice(&p.seq.to_be_bytes());
+            pkt[4..8].copy_from_slice(&ts.to_be_bytes());
+            pkt[8..12].copy_from_slice(&p.ssrc.to_be_bytes());
+            pkt[RTP_HEADER..].copy_from_slice(&frame);
+            let Ok(n) = out.protect_rtp(buf, len) else {
+                continue;
+            };
+            p.seq = p.seq.wrapping_add(1);
+            p.marker = false;
+            if setup.rtp.send_to(&buf[..n], dest).is_ok() {
+                p.played += 1;
+                slot.counters[l].packets_out += 1;
+            } else {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -511,5 +745,7 @@ fn counters(s: &Slot, now: Instant) -> CallCounters {
     CallCounters {
         legs,
         idle: now.duration_since(s.last_media),
+        fork: s.fork.as_ref().map(|f| f.tap.handle.stats()),
+        played: s.fork.as_ref().map_or(0, |f| f.play.played),
     }
 }
