@@ -233,6 +233,9 @@ pub struct MediaConfig {
     pub relatch_packets: u32,
     /// SRTP suites srtp-edge accepts and offers, most preferred first.
     pub suites: Vec<Profile>,
+    /// A DTLS-SRTP handshake not complete this many seconds after our SDP went out ends the
+    /// call (1-60).
+    pub dtls_handshake_timeout_secs: u32,
 }
 
 /// The whole validated configuration. Immutable once built.
@@ -359,6 +362,7 @@ struct RawMedia {
     replay_window: i64,
     relatch_packets: i64,
     suites: Vec<String>,
+    dtls_handshake_timeout_secs: i64,
 }
 
 impl Default for RawMedia {
@@ -378,6 +382,7 @@ impl Default for RawMedia {
                 .iter()
                 .map(|p| p.sdes_name().into())
                 .collect(),
+            dtls_handshake_timeout_secs: 10,
         }
     }
 }
@@ -763,6 +768,12 @@ impl Validator {
             relatch_packets: self.range("media.relatch_packets", raw.relatch_packets, 0, 1000)
                 as u32,
             suites,
+            dtls_handshake_timeout_secs: self.range(
+                "media.dtls_handshake_timeout_secs",
+                raw.dtls_handshake_timeout_secs,
+                1,
+                60,
+            ) as u32,
         }
     }
 

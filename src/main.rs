@@ -147,7 +147,19 @@ async fn run(cfg: Config) -> Result<(), String> {
     // The media engine, the call table and the ng control listeners.
     let (engine, mut media_events) = srtp_edge::media::engine::Engine::start(&cfg.media)
         .map_err(|e| format!("media engine: {e}"))?;
-    let calls = srtp_edge::media::calls::Calls::new(engine.clone());
+    // One DTLS identity per run (ECDSA P-256, rotated on restart); its sha-256 fingerprint goes
+    // in the SDP of every DTLS-SRTP leg.
+    let identity = std::sync::Arc::new(
+        srtp_edge::dtls::DtlsIdentity::generate().map_err(|e| format!("DTLS identity: {e}"))?,
+    );
+    let handshake = srtp_edge::dtls::EndpointConfig {
+        handshake_timeout: std::time::Duration::from_secs(u64::from(
+            cfg.media.dtls_handshake_timeout_secs,
+        )),
+        ..Default::default()
+    };
+    let calls = srtp_edge::media::calls::Calls::with_dtls(engine.clone(), identity, &handshake)
+        .map_err(|e| format!("DTLS configuration: {e}"))?;
     {
         let calls = calls.clone();
         let mut stop = stop_rx.clone();
@@ -157,6 +169,9 @@ async fn run(cfg: Config) -> Result<(), String> {
                     ev = media_events.recv() => match ev {
                         Some(srtp_edge::media::worker::Event::TimedOut { key, .. }) => {
                             calls.timed_out(key)
+                        }
+                        Some(srtp_edge::media::worker::Event::DtlsFailed { key, reason, .. }) => {
+                            calls.dtls_failed(key, &reason)
                         }
                         None => break,
                     },

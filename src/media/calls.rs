@@ -17,14 +17,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::dtls_leg::DtlsLeg;
 use super::engine::Engine;
+use super::ice::IceCredentials;
 use super::latch::Latch;
 use super::ports::PoolError;
 use super::relay::Leg;
 use super::worker::{CallCounters, Command, LegSetup, LegUpdate};
+use crate::dtls::{
+    setup as dtls_setup, DtlsConfig, DtlsIdentity, Endpoint, EndpointConfig, PeerFingerprints,
+    Setup as DtlsSetup, TlsId,
+};
 use crate::redact::Redacted;
 use crate::sdp::policy::{
-    self, AnswerPlan, LocalMedia, OfferInfo, OfferPlan, PolicyError, SdesKey,
+    self, AnswerKeying, AnswerPlan, DtlsAnswerPlan, LocalMedia, OfferInfo, OfferPlan, PolicyError,
+    SdesKey,
 };
 use crate::sdp::Sdp;
 use crate::srtp::{ContextConfig, Profile, SrtpContext};
@@ -116,10 +123,26 @@ struct LegSig {
     rtcp_mux: bool,
 }
 
+/// What srtp-edge needs to terminate DTLS-SRTP: its certificate and the handshake settings.
+struct DtlsContext {
+    identity: Arc<DtlsIdentity>,
+    cfg: DtlsConfig,
+}
+
+/// An offerer that keys its leg with DTLS-SRTP (srtp-edge answers it and runs the handshake).
+struct DtlsOffer {
+    fingerprints: PeerFingerprints,
+    setup: DtlsSetup,
+    /// The offerer does ICE (it sent ufrag and pwd): we answer as ICE-lite.
+    ice: bool,
+}
+
 /// An offer waiting for its answer.
 struct Pending {
     /// Side that offered.
     side: usize,
+    /// Set when the offerer keys with DTLS-SRTP (then the SDES fields below are unused).
+    offerer_dtls: Option<DtlsOffer>,
     /// The offer as inspected (the answer back to it is built from this).
     offer: OfferInfo,
     /// The m-line relayed.
@@ -155,6 +178,7 @@ pub struct Calls {
     relatch: u32,
     started: Instant,
     stats: Mutex<EndStats>,
+    dtls: Option<DtlsContext>,
 }
 
 /// How calls have ended since start (ng `statistics`).
@@ -166,6 +190,8 @@ pub struct EndStats {
     pub timed_out: u64,
     /// Offers and answers refused.
     pub refused: u64,
+    /// Calls ended because a DTLS-SRTP handshake failed.
+    pub dtls_failed: u64,
 }
 
 /// What a call looked like when asked (`query`) or when it ended (`delete`).
@@ -205,6 +231,21 @@ impl std::fmt::Debug for Calls {
 impl Calls {
     /// A call table over a running engine.
     pub fn new(engine: Arc<Engine>) -> Arc<Calls> {
+        Self::build(engine, None)
+    }
+
+    /// A call table that also terminates DTLS-SRTP with `identity` (its sha-256 fingerprint
+    /// goes in our SDP), handshakes bounded by `handshake`.
+    pub fn with_dtls(
+        engine: Arc<Engine>,
+        identity: Arc<DtlsIdentity>,
+        handshake: &EndpointConfig,
+    ) -> Result<Arc<Calls>, crate::dtls::FailReason> {
+        let cfg = handshake.build()?;
+        Ok(Self::build(engine, Some(DtlsContext { identity, cfg })))
+    }
+
+    fn build(engine: Arc<Engine>, dtls: Option<DtlsContext>) -> Arc<Calls> {
         let replay_window = engine.cfg.replay_window;
         let relatch = engine.cfg.relatch_packets;
         Arc::new(Calls {
@@ -215,6 +256,7 @@ impl Calls {
             relatch,
             started: Instant::now(),
             stats: Mutex::new(EndStats::default()),
+            dtls,
         })
     }
 
@@ -281,12 +323,22 @@ impl Calls {
             .position(|m| m.accepted)
             .ok_or(PolicyError::NoAudio)?;
         let m = &info.media[index];
-        let chosen = policy::choose_crypto(m, n.suites)?;
-        let offerer_key = zeroize::Zeroizing::new(chosen.key.as_bytes().to_vec());
-        // The suite was checked usable, so its key length is right; check anyway before
-        // anchoring anything.
-        self.ctx(chosen.suite, &offerer_key)?;
-        let (offerer_tag, offerer_suite) = (chosen.tag, chosen.suite);
+        let offerer_dtls = self.dtls_offer(m)?;
+        let (offerer_tag, offerer_suite, offerer_key) = if offerer_dtls.is_some() {
+            // Placeholders: a DTLS leg's keys come from its handshake.
+            (
+                0,
+                Profile::AesCm128HmacSha1_80,
+                zeroize::Zeroizing::new(Vec::new()),
+            )
+        } else {
+            let chosen = policy::choose_crypto(m, n.suites)?;
+            let offerer_key = zeroize::Zeroizing::new(chosen.key.as_bytes().to_vec());
+            // The suite was checked usable, so its key length is right; check anyway before
+            // anchoring anything.
+            self.ctx(chosen.suite, &offerer_key)?;
+            (chosen.tag, chosen.suite, offerer_key)
+        };
         let (offerer_rtp, offerer_rtcp, offerer_mux) = (m.rtp, m.rtcp, m.rtcp_mux);
         let peer_v6 = offerer_rtp.is_some_and(|a| a.is_ipv6());
 
@@ -337,15 +389,19 @@ impl Calls {
         let offered = plans.swap_remove(index).map(|p| p.keys).unwrap_or_default();
 
         if new_call {
-            // The offerer's leg can decrypt at once; nothing can be sent until the answer.
-            let inbound = self.ctx(offerer_suite, &offerer_key)?;
+            // The offerer's leg can decrypt at once (SDES); nothing can be sent until the answer.
+            let inbound = if offerer_dtls.is_some() {
+                None
+            } else {
+                Some(self.ctx(offerer_suite, &offerer_key)?)
+            };
             self.engine
                 .worker(call.key)
                 .send(Command::Update {
                     key: call.key,
                     leg: side,
                     update: Box::new(LegUpdate {
-                        inbound: Some(inbound),
+                        inbound,
                         outbound: None,
                         signalled: Some((
                             offerer_rtp,
@@ -353,6 +409,7 @@ impl Calls {
                         )),
                         rtcp_mux: Some(offerer_mux),
                         relatch: false,
+                        dtls: None,
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -360,6 +417,7 @@ impl Calls {
         call.tags[side].get_or_insert_with(|| n.from_tag.to_string());
         call.pending = Some(Pending {
             side,
+            offerer_dtls,
             offer: info,
             index,
             offerer_tag,
@@ -418,6 +476,7 @@ impl Calls {
                 rtcp_latch: Latch::new(None, self.relatch),
                 rtcp_mux: false,
             },
+            dtls: None,
         };
         let (pa, pb) = (a.rtp_port, b.rtp_port);
         if self
@@ -480,11 +539,7 @@ impl Calls {
         let am = &ans.media[pending.index];
         let (other_rtp, other_rtcp, other_mux) = (am.rtp, am.rtcp, am.rtcp_mux);
 
-        // Our key towards the offerer, in the suite we chose from its offer.
-        let ours_to_offerer = SdesKey::generate(pending.offerer_suite)?;
-        let offerer_in = self.ctx(pending.offerer_suite, &pending.offerer_key)?;
-        let offerer_out = self.ctx(pending.offerer_suite, ours_to_offerer.key.as_bytes())?;
-        let offerer_mux = pending.offerer_mux;
+        let offerer_mux = pending.offerer_mux || pending.offerer_dtls.is_some();
         let leg = &call.legs[side];
         let local = LocalMedia {
             addr: self.advertised(leg),
@@ -492,14 +547,63 @@ impl Calls {
             rtcp_port: Some(leg.rtp_port + 1),
             rtcp_mux: true,
         };
-        let mut plans: Vec<Option<AnswerPlan>> =
-            (0..pending.offer.media.len()).map(|_| None).collect();
-        plans[pending.index] = Some(AnswerPlan {
-            local,
-            tag: pending.offerer_tag,
-            key: ours_to_offerer,
-        });
-        let out = policy::rewrite_answer(&sdp, &pending.offer, &plans)?;
+        // The offerer's leg: our SDES key towards it in the suite we chose from its offer, or a
+        // DTLS-SRTP handshake whose keys replace the contexts when it completes.
+        let (offerer_in, offerer_out, offerer_dtls, out) = match &pending.offerer_dtls {
+            None => {
+                let ours_to_offerer = SdesKey::generate(pending.offerer_suite)?;
+                let offerer_in = self.ctx(pending.offerer_suite, &pending.offerer_key)?;
+                let offerer_out =
+                    self.ctx(pending.offerer_suite, ours_to_offerer.key.as_bytes())?;
+                let plan = AnswerPlan {
+                    local,
+                    tag: pending.offerer_tag,
+                    key: ours_to_offerer,
+                };
+                let mut plans: Vec<Option<AnswerKeying<'_>>> =
+                    (0..pending.offer.media.len()).map(|_| None).collect();
+                plans[pending.index] = Some(AnswerKeying::Sdes(&plan));
+                let out = policy::rewrite_answer_keyed(&sdp, &pending.offer, &plans)?;
+                (Some(offerer_in), Some(offerer_out), None, out)
+            }
+            Some(d) => {
+                let ctx = self.dtls.as_ref().ok_or(PolicyError::DtlsUnavailable {
+                    index: pending.index,
+                })?;
+                let (our_setup, role) = dtls_setup::answer_setup(d.setup, None)
+                    .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=setup")))?;
+                let ice = if d.ice {
+                    Some(IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?)
+                } else {
+                    None
+                };
+                let tls_id = TlsId::generate().map_err(|_| PolicyError::KeyGen)?;
+                let plan = DtlsAnswerPlan {
+                    local: LocalMedia {
+                        rtcp_port: None,
+                        ..local
+                    },
+                    fingerprint: ctx.identity.sdp_fingerprint(),
+                    setup: our_setup.as_str(),
+                    tls_id: tls_id.as_str().to_string(),
+                    ice: ice.as_ref().map(|c| (c.ufrag.clone(), c.pwd.clone())),
+                };
+                let mut plans: Vec<Option<AnswerKeying<'_>>> =
+                    (0..pending.offer.media.len()).map(|_| None).collect();
+                plans[pending.index] = Some(AnswerKeying::Dtls(&plan));
+                let out = policy::rewrite_answer_keyed(&sdp, &pending.offer, &plans)?;
+                let endpoint = Endpoint::new(
+                    &ctx.identity,
+                    role,
+                    d.fingerprints.clone(),
+                    &ctx.cfg,
+                    Instant::now(),
+                );
+                let leg = DtlsLeg::new(endpoint, ice, pending.offerer_rtp, self.replay_window);
+                (None, None, Some(Box::new(leg)), out)
+            }
+        };
+        let mut offerer_dtls = offerer_dtls;
 
         let worker = self.engine.worker(call.key);
         let (offerer_rtp, offerer_rtcp) = (pending.offerer_rtp, pending.offerer_rtcp);
@@ -512,18 +616,30 @@ impl Calls {
                 offerer_rtcp,
                 offerer_mux,
             ),
-            (other, other_in, other_out, other_rtp, other_rtcp, other_mux),
+            (
+                other,
+                Some(other_in),
+                Some(other_out),
+                other_rtp,
+                other_rtcp,
+                other_mux,
+            ),
         ] {
             worker
                 .send(Command::Update {
                     key: call.key,
                     leg: leg_i,
                     update: Box::new(LegUpdate {
-                        inbound: Some(inbound),
-                        outbound: Some(outbound),
+                        inbound,
+                        outbound,
                         signalled: Some((rtp, if mux { None } else { rtcp })),
                         rtcp_mux: Some(mux),
                         relatch: false,
+                        dtls: if leg_i == side {
+                            offerer_dtls.take()
+                        } else {
+                            None
+                        },
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -531,7 +647,11 @@ impl Calls {
             l.signalled = rtp;
             l.rtcp_mux = mux;
         }
-        call.legs[side].suite = Some(pending.offerer_suite);
+        call.legs[side].suite = if pending.offerer_dtls.is_some() {
+            None
+        } else {
+            Some(pending.offerer_suite)
+        };
         call.legs[other].suite = Some(chosen.suite);
         if let Some(t) = n.to_tag {
             call.tags[other].get_or_insert_with(|| t.to_string());
@@ -612,6 +732,57 @@ impl Calls {
         lock(&self.stats).timed_out += 1;
         metrics::counter!(CALLS_TOTAL, "end" => "timeout").increment(1);
         tracing::info!(call = %Redacted(call_id.as_str()), "call ended: no media for the timeout");
+    }
+
+    /// A worker ended a call because a leg's DTLS-SRTP handshake failed (wrong fingerprint,
+    /// timeout, alert): forget it and free its ports.
+    pub fn dtls_failed(&self, key: u64, reason: &crate::dtls::FailReason) {
+        let Some(call_id) = lock(&self.by_key).remove(&key) else {
+            return;
+        };
+        let Some(call) = lock(&self.table).remove(&call_id) else {
+            return;
+        };
+        self.release(&call);
+        lock(&self.stats).dtls_failed += 1;
+        metrics::counter!(CALLS_TOTAL, "end" => "failed").increment(1);
+        tracing::info!(call = %Redacted(call_id.as_str()), %reason, "call ended: DTLS-SRTP handshake failed");
+    }
+
+    /// Reads the DTLS-SRTP keying of an offered m-line: `Some` when the offerer keys with DTLS
+    /// (a `UDP/TLS/RTP/SAVP(F)` profile, or a fingerprint and no `a=crypto`), `None` for SDES.
+    fn dtls_offer(&self, m: &policy::MediaInfo) -> Result<Option<DtlsOffer>, CallError> {
+        let Some(d) = m.dtls.as_ref() else {
+            return Ok(None);
+        };
+        if !(m.proto.is_dtls() || m.crypto.is_empty()) {
+            return Ok(None);
+        }
+        if self.dtls.is_none() {
+            return Err(PolicyError::DtlsUnavailable { index: m.index }.into());
+        }
+        let lines: Vec<String> = d
+            .fingerprints
+            .iter()
+            .map(|f| format!("a=fingerprint:{f}"))
+            .collect();
+        let fingerprints = PeerFingerprints::from_sdp_lines(lines.iter().map(String::as_str))
+            .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=fingerprint")))?;
+        // RFC 4145: an absent a=setup means active.
+        let setup = match d.setup {
+            Some(s) => DtlsSetup::parse(s.as_str())
+                .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=setup")))?,
+            None => DtlsSetup::Active,
+        };
+        let ice = m
+            .ice
+            .as_ref()
+            .is_some_and(|i| i.ufrag.is_some() && i.pwd.is_some());
+        Ok(Some(DtlsOffer {
+            fingerprints,
+            setup,
+            ice,
+        }))
     }
 
     /// Ends every call (shutdown).

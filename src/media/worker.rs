@@ -17,7 +17,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::demux::{self, Kind};
+use super::dtls_leg::{DtlsLeg, DtlsOutcome};
 use super::relay::{self, Drop, Leg};
+use crate::dtls::FailReason;
 
 /// Largest datagram handled; longer ones are truncated by the kernel and then fail
 /// authentication.
@@ -82,6 +85,8 @@ pub struct LegSetup {
     pub rtcp: UdpSocket,
     /// SRTP contexts and latches.
     pub leg: Leg,
+    /// DTLS-SRTP keying and ICE-lite of this leg, if it is keyed with DTLS.
+    pub dtls: Option<Box<DtlsLeg>>,
 }
 
 /// A change to a running leg, from the control plane (answer received, re-INVITE, re-key).
@@ -96,6 +101,9 @@ pub struct LegUpdate {
     pub rtcp_mux: Option<bool>,
     /// Forget the latched addresses (new keys: latch again on the first authenticated packet).
     pub relatch: bool,
+    /// Start a DTLS-SRTP handshake on this leg (replacing any running one); the leg's SRTP
+    /// contexts come from it when it completes.
+    pub dtls: Option<Box<DtlsLeg>>,
 }
 
 /// Commands from the control plane.
@@ -141,6 +149,17 @@ pub enum Event {
     TimedOut {
         /// Call key.
         key: u64,
+        /// Final counters.
+        counters: CallCounters,
+    },
+    /// A leg's DTLS-SRTP handshake failed; the call was removed (its sockets are closed).
+    DtlsFailed {
+        /// Call key.
+        key: u64,
+        /// The leg (0 = A, 1 = B).
+        leg: usize,
+        /// Why.
+        reason: FailReason,
         /// Final counters.
         counters: CallCounters,
     },
@@ -274,6 +293,7 @@ pub fn spawn(
             slots: Vec::new(),
             free: Vec::new(),
             by_key: HashMap::new(),
+            handshaking: Vec::new(),
         };
         w.run();
     })?;
@@ -290,6 +310,8 @@ struct Worker {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     by_key: HashMap<u64, usize>,
+    /// Slots with a DTLS handshake running (their timers fold into the epoll timeout).
+    handshaking: Vec<usize>,
 }
 
 impl Worker {
@@ -298,7 +320,8 @@ impl Worker {
         let mut buf = vec![0u8; BUF + TAG_ROOM];
         let mut last_sweep = Instant::now();
         loop {
-            let n = self.epoll.wait(&mut events, 250);
+            let wait_ms = self.dtls_wait_ms(Instant::now(), 250);
+            let n = self.epoll.wait(&mut events, wait_ms);
             let mut woken = false;
             // One clock read per batch: good enough for a timeout measured in seconds.
             let now = Instant::now();
@@ -315,6 +338,9 @@ impl Worker {
                 if !self.commands(now) {
                     return;
                 }
+            }
+            if !self.handshaking.is_empty() {
+                self.dtls_timers(Instant::now());
             }
             if now.duration_since(last_sweep) >= Duration::from_secs(1) {
                 last_sweep = now;
@@ -339,6 +365,15 @@ impl Worker {
             Ok(x) => x,
             Err(_) => return,
         };
+        if !on_rtcp && slot.legs[leg_i].dtls.is_some() {
+            match demux::classify(&buf[..len]) {
+                Kind::Dtls | Kind::Stun => {
+                    self.on_dtls_or_stun(slot_i, leg_i, src, buf, len, now);
+                    return;
+                }
+                _ => {}
+            }
+        }
         let [a, b] = &mut slot.legs;
         let (from, to) = if leg_i == 0 { (a, b) } else { (b, a) };
         match relay::relay(&mut from.leg, &mut to.leg, src, buf, len, on_rtcp) {
@@ -468,6 +503,180 @@ impl Worker {
         if u.relatch {
             l.rtp_latch.reset();
             l.rtcp_latch.reset();
+        }
+        if let Some(d) = u.dtls {
+            let setup = &mut slot.legs[leg];
+            setup.dtls = Some(d);
+            if let Some(&i) = self.by_key.get(&key) {
+                if !self.handshaking.contains(&i) {
+                    self.handshaking.push(i);
+                }
+                // A client's first flight goes out at once.
+                self.flush_dtls(i, leg);
+            }
+        }
+    }
+
+    /// Milliseconds until the next DTLS timer, at most `max`.
+    fn dtls_wait_ms(&self, now: Instant, max: i32) -> i32 {
+        let mut ms = max;
+        for &i in &self.handshaking {
+            let Some(Some(slot)) = self.slots.get(i) else {
+                continue;
+            };
+            for setup in &slot.legs {
+                if let Some(t) = setup.dtls.as_ref().and_then(|d| d.poll_timeout()) {
+                    let d = t.saturating_duration_since(now);
+                    // Round up so the timer has expired when we wake.
+                    let m = i32::try_from(d.as_millis())
+                        .unwrap_or(i32::MAX)
+                        .saturating_add(1);
+                    ms = ms.min(m);
+                }
+            }
+        }
+        ms
+    }
+
+    /// Runs due DTLS timers and forgets slots whose handshakes are over.
+    fn dtls_timers(&mut self, now: Instant) {
+        let list = std::mem::take(&mut self.handshaking);
+        let mut keep = Vec::with_capacity(list.len());
+        for i in list {
+            for leg_i in 0..2 {
+                let due = match self.slots.get(i) {
+                    Some(Some(s)) => s.legs[leg_i]
+                        .dtls
+                        .as_ref()
+                        .and_then(|d| d.poll_timeout())
+                        .is_some_and(|t| t <= now),
+                    _ => false,
+                };
+                if due {
+                    let outcome = match self.slots.get_mut(i) {
+                        Some(Some(s)) => match s.legs[leg_i].dtls.as_mut() {
+                            Some(d) => d.on_timeout(now),
+                            None => DtlsOutcome::Pending,
+                        },
+                        _ => DtlsOutcome::Pending,
+                    };
+                    self.flush_dtls(i, leg_i);
+                    self.dtls_outcome(i, leg_i, outcome, now);
+                }
+            }
+            let running = match self.slots.get(i) {
+                Some(Some(s)) => s
+                    .legs
+                    .iter()
+                    .any(|l| l.dtls.as_ref().is_some_and(|d| d.handshaking())),
+                _ => false,
+            };
+            if running && !keep.contains(&i) {
+                keep.push(i);
+            }
+        }
+        // Slots added while running the timers (none today) are kept too.
+        for i in std::mem::take(&mut self.handshaking) {
+            if !keep.contains(&i) {
+                keep.push(i);
+            }
+        }
+        self.handshaking = keep;
+    }
+
+    /// A DTLS or STUN datagram on a DTLS leg's RTP socket.
+    fn on_dtls_or_stun(
+        &mut self,
+        slot_i: usize,
+        leg_i: usize,
+        src: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) {
+        let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+            return;
+        };
+        let setup = &mut slot.legs[leg_i];
+        let Some(d) = setup.dtls.as_mut() else {
+            return;
+        };
+        let (msg, rest) = buf.split_at_mut(len);
+        if demux::classify(msg) == Kind::Stun {
+            match d.on_stun(src, msg, rest) {
+                Some(n) => {
+                    if setup.rtp.send_to(&rest[..n], src).is_err() {
+                        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // A peer that re-nominated after a handshake: DTLS answers go there.
+                    self.flush_dtls(slot_i, leg_i);
+                }
+                None => {
+                    slot.counters[leg_i].dropped += 1;
+                    self.stats.drops[Drop::Stun as usize].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        let outcome = d.on_dtls(now, src, msg);
+        self.flush_dtls(slot_i, leg_i);
+        self.dtls_outcome(slot_i, leg_i, outcome, now);
+    }
+
+    /// Sends what the leg's DTLS endpoint has queued.
+    fn flush_dtls(&mut self, slot_i: usize, leg_i: usize) {
+        let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+            return;
+        };
+        let setup = &mut slot.legs[leg_i];
+        let Some(d) = setup.dtls.as_mut() else {
+            return;
+        };
+        while let Some((dgram, to)) = d.poll_transmit() {
+            if setup.rtp.send_to(&dgram, to).is_err() {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn dtls_outcome(&mut self, slot_i: usize, leg_i: usize, outcome: DtlsOutcome, now: Instant) {
+        match outcome {
+            DtlsOutcome::Pending => {}
+            DtlsOutcome::Keyed {
+                inbound,
+                outbound,
+                peer,
+            } => {
+                let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+                    return;
+                };
+                let l = &mut slot.legs[leg_i].leg;
+                l.inbound = Some(*inbound);
+                l.outbound = Some(*outbound);
+                l.rtcp_mux = true;
+                l.rtp_latch.reset();
+                l.rtp_latch.set_signalled(Some(peer));
+                slot.last_media = now;
+            }
+            DtlsOutcome::Failed(reason) => {
+                let Some(key) = self
+                    .slots
+                    .get(slot_i)
+                    .and_then(|s| s.as_ref())
+                    .map(|s| s.key)
+                else {
+                    return;
+                };
+                tracing::info!(leg = leg_i, %reason, "DTLS-SRTP handshake failed: call ended");
+                if let Some(counters) = self.remove(key, now) {
+                    let _ = self.events.send(Event::DtlsFailed {
+                        key,
+                        leg: leg_i,
+                        reason,
+                        counters,
+                    });
+                }
+            }
         }
     }
 

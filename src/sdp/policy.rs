@@ -21,9 +21,12 @@
 //! would be a protocol mismatch the offerer must reject). Media is SRTP either way: srtp-edge
 //! never accepts or sends plain RTP on that leg.
 //!
-//! DTLS-SRTP and ICE-lite arrive in a later issue: their attributes are already parsed into
-//! [`MediaInfo::dtls`] and [`MediaInfo::ice`]; until then an offer that can only be keyed with
-//! DTLS gets [`PolicyError::DtlsUnavailable`], and those attributes are never passed through.
+//! DTLS-SRTP: the offerer's attributes are parsed into [`MediaInfo::dtls`] and
+//! [`MediaInfo::ice`] and never passed through. srtp-edge terminates the offerer's DTLS itself
+//! (the media layer decides, see `media::calls`) and answers it with [`rewrite_answer_keyed`]
+//! and a [`DtlsAnswerPlan`] (our fingerprint, setup, tls-id, rtcp-mux, ICE-lite); the other
+//! leg is offered SDES. [`choose_crypto`] alone still refuses a DTLS-only m-line with
+//! [`PolicyError::DtlsUnavailable`] (a caller without a DTLS identity).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -393,6 +396,31 @@ pub struct AnswerPlan {
     pub key: SdesKey,
 }
 
+/// How to answer a DTLS-SRTP m-line of the offerer (srtp-edge terminates the DTLS).
+#[derive(Debug, Clone)]
+pub struct DtlsAnswerPlan {
+    /// Our transport on the offerer's leg (RTCP is always multiplexed on a DTLS leg).
+    pub local: LocalMedia,
+    /// Our `a=fingerprint` value (`sha-256 AB:...`).
+    pub fingerprint: String,
+    /// Our `a=setup` (`active` or `passive`).
+    pub setup: &'static str,
+    /// Our `a=tls-id`.
+    pub tls_id: String,
+    /// Our ICE-lite credentials (ufrag, pwd), when the offerer does ICE: written with
+    /// `a=ice-lite` (session level), one host candidate and `a=end-of-candidates`.
+    pub ice: Option<(String, String)>,
+}
+
+/// The keying of one accepted m-line of an answer (see [`rewrite_answer_keyed`]).
+#[derive(Debug, Clone, Copy)]
+pub enum AnswerKeying<'a> {
+    /// SDES: one `a=crypto` line.
+    Sdes(&'a AnswerPlan),
+    /// DTLS-SRTP terminated by srtp-edge.
+    Dtls(&'a DtlsAnswerPlan),
+}
+
 fn set_origin_address(sdp: &mut Sdp, addr: IpAddr) {
     if let Some(o) = sdp.session.iter_mut().find(|l| l.kind == 'o') {
         let parts: Vec<&str> = o.value.split(' ').collect();
@@ -506,15 +534,36 @@ pub fn rewrite_answer(
     offer: &OfferInfo,
     plans: &[Option<AnswerPlan>],
 ) -> Result<Sdp, PolicyError> {
+    let keyed: Vec<Option<AnswerKeying<'_>>> = plans
+        .iter()
+        .map(|p| p.as_ref().map(AnswerKeying::Sdes))
+        .collect();
+    rewrite_answer_keyed(answer, offer, &keyed)
+}
+
+/// [`rewrite_answer`] where each accepted m-line is keyed with SDES or with DTLS-SRTP. A DTLS
+/// m-line keeps the offerer's `UDP/TLS/RTP/SAVP(F)` profile and gets our fingerprint, setup,
+/// tls-id, `a=rtcp-mux` and, with ICE, our ICE-lite credentials and host candidate; it carries
+/// no `a=crypto`.
+pub fn rewrite_answer_keyed(
+    answer: &Sdp,
+    offer: &OfferInfo,
+    plans: &[Option<AnswerKeying<'_>>],
+) -> Result<Sdp, PolicyError> {
     if answer.media.len() != offer.media.len() {
         return Err(PolicyError::MediaCountMismatch);
     }
     if plans.len() != answer.media.len() {
         return Err(PolicyError::InvalidPlan("one plan entry per m-line"));
     }
-    let first = plans.iter().flatten().next().map(|p| p.local.addr);
+    let local_of = |k: &AnswerKeying<'_>| match k {
+        AnswerKeying::Sdes(p) => p.local,
+        AnswerKeying::Dtls(p) => p.local,
+    };
+    let first = plans.iter().flatten().next().map(local_of).map(|l| l.addr);
     let mut out = answer.clone();
     let session_addr = rewrite_session(&mut out, first);
+    let mut lite = false;
     for ((m, plan), info) in out.media.iter_mut().zip(plans).zip(&offer.media) {
         let Some(plan) = plan else {
             reject_media(m, session_addr, first);
@@ -525,6 +574,35 @@ pub fn rewrite_answer(
                 "m-line was not accepted in the offer",
             ));
         }
+        let plan = match plan {
+            AnswerKeying::Sdes(p) => *p,
+            AnswerKeying::Dtls(d) => {
+                if info.dtls.is_none() {
+                    return Err(PolicyError::InvalidPlan("DTLS answer to a non-DTLS offer"));
+                }
+                m.proto = info.proto.to_string();
+                m.set_port(d.local.rtp_port);
+                m.port_count = None;
+                m.remove_attrs(TRANSPORT_ATTRS);
+                set_media_connection(m, session_addr, d.local.addr);
+                m.push_attr("rtcp-mux", None);
+                m.push_attr("fingerprint", Some(&d.fingerprint));
+                m.push_attr("setup", Some(d.setup));
+                m.push_attr("tls-id", Some(&d.tls_id));
+                if let Some((ufrag, pwd)) = &d.ice {
+                    lite = true;
+                    m.push_attr("ice-ufrag", Some(ufrag));
+                    m.push_attr("ice-pwd", Some(pwd));
+                    let cand = format!(
+                        "1 1 udp 2130706431 {} {} typ host",
+                        d.local.addr, d.local.rtp_port
+                    );
+                    m.push_attr("candidate", Some(&cand));
+                    m.push_attr("end-of-candidates", None);
+                }
+                continue;
+            }
+        };
         if info.proto.is_dtls() {
             return Err(PolicyError::DtlsUnavailable { index: info.index });
         }
@@ -542,6 +620,10 @@ pub fn rewrite_answer(
         set_media_connection(m, session_addr, plan.local.addr);
         write_transport(m, &plan.local, plan.local.rtcp_mux && info.rtcp_mux)?;
         m.lines.push(plan.key.attr_line(plan.tag));
+    }
+    if lite {
+        // RFC 8839 section 5.3: a=ice-lite is a session-level attribute, before the m-lines.
+        out.session.push(Line::attr("ice-lite", None));
     }
     Ok(out)
 }

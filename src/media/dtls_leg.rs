@@ -1,0 +1,159 @@
+//! The DTLS-SRTP (and ICE-lite) side of one media leg, sans-IO: the worker hands it the DTLS
+//! and STUN datagrams that arrive on the leg's RTP socket and sends what it returns. On a
+//! completed, fingerprint-verified handshake it yields the leg's inbound and outbound SRTP
+//! contexts and the address the handshake ran with (the leg latches onto it).
+//!
+//! Handshake datagrams may allocate (they are rare); the SRTP path is not touched here.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::ice::{self, IceCredentials};
+use crate::dtls::{Endpoint, FailReason, State};
+use crate::srtp::{ContextConfig, SrtpContext};
+
+/// Handshakes by result (`ok`, or a [`FailReason::label`]).
+pub const DTLS_HANDSHAKES: &str = "srtp_edge_dtls_handshakes_total";
+
+/// What a leg's DTLS state reports after being fed or timed.
+pub enum DtlsOutcome {
+    /// Nothing changed for the relay.
+    Pending,
+    /// The handshake completed: the leg's new contexts and the handshake peer.
+    Keyed {
+        /// Decrypts what the peer sends.
+        inbound: Box<SrtpContext>,
+        /// Encrypts what we send to the peer.
+        outbound: Box<SrtpContext>,
+        /// The address the handshake ran with.
+        peer: SocketAddr,
+    },
+    /// The handshake failed for good: the leg (and so the call) ends.
+    Failed(FailReason),
+}
+
+/// One leg's DTLS association and ICE-lite credentials.
+pub struct DtlsLeg {
+    endpoint: Endpoint,
+    ice: Option<IceCredentials>,
+    /// The address DTLS datagrams go to: the ICE-nominated one, the handshake peer, or the
+    /// signalled one (without ICE).
+    peer: Option<SocketAddr>,
+    replay_window: usize,
+    keyed: bool,
+}
+
+impl std::fmt::Debug for DtlsLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtlsLeg")
+            .field("state", self.endpoint.state())
+            .field("ice", &self.ice.is_some())
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl DtlsLeg {
+    /// A leg keyed by `endpoint`. With `ice`, DTLS datagrams wait until a STUN check that
+    /// authenticates with our credentials tells where the peer is; without, they go to
+    /// `signalled` (and to whoever sends us a DTLS datagram first).
+    pub fn new(
+        endpoint: Endpoint,
+        ice: Option<IceCredentials>,
+        signalled: Option<SocketAddr>,
+        replay_window: usize,
+    ) -> DtlsLeg {
+        let peer = if ice.is_some() { None } else { signalled };
+        DtlsLeg {
+            endpoint,
+            ice,
+            peer,
+            replay_window,
+            keyed: false,
+        }
+    }
+
+    /// When [`on_timeout`](Self::on_timeout) must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.endpoint.poll_timeout()
+    }
+
+    /// True while the handshake runs.
+    pub fn handshaking(&self) -> bool {
+        matches!(self.endpoint.state(), State::Handshaking)
+    }
+
+    /// A STUN datagram from `src`: if it is a Binding request that authenticates with our
+    /// credentials, the response is written to `out` and its length returned. An authenticated
+    /// check from a new address makes it the DTLS peer while the handshake runs.
+    pub fn on_stun(&mut self, src: SocketAddr, msg: &[u8], out: &mut [u8]) -> Option<usize> {
+        let creds = self.ice.as_ref()?;
+        let a = ice::answer_binding(creds, msg, src, out).ok()?;
+        if !self.keyed && (a.use_candidate || self.peer.is_none()) {
+            self.peer = Some(src);
+        }
+        Some(a.len)
+    }
+
+    /// A DTLS datagram from `src`. Before the handshake completes, any source may talk to the
+    /// endpoint (keys come only from a handshake whose certificate matched the fingerprint);
+    /// without ICE the first source becomes the peer.
+    pub fn on_dtls(&mut self, now: Instant, src: SocketAddr, data: &[u8]) -> DtlsOutcome {
+        if self.keyed && self.peer != Some(src) {
+            return DtlsOutcome::Pending;
+        }
+        if self.peer.is_none() || (self.ice.is_none() && !self.keyed) {
+            self.peer = Some(src);
+        }
+        self.endpoint.handle_datagram(now, data);
+        self.check()
+    }
+
+    /// Runs the retransmission and deadline timers.
+    pub fn on_timeout(&mut self, now: Instant) -> DtlsOutcome {
+        self.endpoint.handle_timeout(now);
+        self.check()
+    }
+
+    /// The next datagram to send and where, if the peer is known. Datagrams wait (bounded, in
+    /// the endpoint) while it is not.
+    pub fn poll_transmit(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
+        let peer = self.peer?;
+        self.endpoint.poll_transmit().map(|d| (d, peer))
+    }
+
+    fn check(&mut self) -> DtlsOutcome {
+        match self.endpoint.state() {
+            State::Failed(r) => {
+                let r = r.clone();
+                metrics::counter!(DTLS_HANDSHAKES, "result" => r.label()).increment(1);
+                DtlsOutcome::Failed(r)
+            }
+            State::Connected if !self.keyed => {
+                let Some(keys) = self.endpoint.take_srtp_keys() else {
+                    return DtlsOutcome::Pending;
+                };
+                let cfg = ContextConfig {
+                    replay_window: self.replay_window,
+                };
+                let p = keys.profile();
+                let inbound = SrtpContext::new(p, keys.remote_key(), keys.remote_salt(), cfg);
+                let outbound = SrtpContext::new(p, keys.local_key(), keys.local_salt(), cfg);
+                let (Ok(inbound), Ok(outbound), Some(peer)) = (inbound, outbound, self.peer) else {
+                    let r = FailReason::NoSrtpProfile;
+                    metrics::counter!(DTLS_HANDSHAKES, "result" => r.label()).increment(1);
+                    return DtlsOutcome::Failed(r);
+                };
+                self.keyed = true;
+                metrics::counter!(DTLS_HANDSHAKES, "result" => "ok").increment(1);
+                tracing::info!(profile = %p, %peer, "DTLS-SRTP handshake complete");
+                DtlsOutcome::Keyed {
+                    inbound: Box::new(inbound),
+                    outbound: Box::new(outbound),
+                    peer,
+                }
+            }
+            _ => DtlsOutcome::Pending,
+        }
+    }
+}
