@@ -92,7 +92,7 @@ fn aiortc_dtls_leg_bridges_to_an_sdes_leg_with_tone_both_ways() {
         let r = dtls_call(ng, &["--suite-b", suite]);
         eprintln!("{suite}: {r}");
         assert_eq!(r["ok"], true, "{suite}: {r}\n{}", d.log_text());
-        assert_eq!(r["state_a"], "connected", "{r}");
+        assert_eq!(r["state"][0], "connected", "{r}");
         assert_eq!(r["answer_to_a_has_crypto"], false, "{r}");
         assert_eq!(r["offer_to_b_has_fingerprint"], false, "{r}");
         let answer: Vec<&str> = r["answer_to_a"]
@@ -131,7 +131,7 @@ fn wrong_fingerprint_ends_the_call_with_nothing_relayed() {
     assert_eq!(r["ok"], true, "{r}\n{}", d.log_text());
     assert_eq!(r["got_b"]["packets"], 0, "{r}");
     assert_eq!(r["got_a"]["frames"], 0, "{r}");
-    assert_ne!(r["state_a"], "connected", "{r}");
+    assert_ne!(r["state"][0], "connected", "{r}");
     assert_ne!(r["query"], "ok", "call gone: {r}");
     assert_eq!(ng_list_len(ng), 0);
     assert!(wait_ports_free(40100), "ports released");
@@ -161,4 +161,53 @@ fn silent_dtls_peer_ends_the_call_at_the_handshake_timeout() {
         metric(&d, "srtp_edge_dtls_handshakes_total{result=\"timeout\"}"),
         1.0
     );
+}
+
+#[test]
+fn sdes_offerer_bridges_to_an_aiortc_leg_offered_dtls_by_ng_flag() {
+    let d = Daemon::start(&media(40300));
+    let ng = d.ng.unwrap();
+    let r = dtls_call(ng, &["--sdes-dtls", "--suite-a", "AEAD_AES_128_GCM"]);
+    eprintln!("sdes -> dtls: {r}");
+    assert_eq!(r["ok"], true, "{r}\n{}", d.log_text());
+    assert_eq!(r["state"][0], "connected", "{r}");
+    // B was offered DTLS-SRTP (no SDES key), A was answered with SDES (no fingerprint).
+    assert_eq!(r["offer_to_b_has_fingerprint"], true, "{r}");
+    assert_eq!(r["offer_to_b_has_crypto"], false, "{r}");
+    assert_eq!(r["answer_to_a_has_fingerprint"], false, "{r}");
+    let offer: Vec<&str> = r["offer_to_b"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(offer.contains(&"a=setup:actpass"), "{offer:?}");
+    assert!(offer.contains(&"a=ice-lite"), "{offer:?}");
+    assert!(
+        offer.iter().any(|l| l.contains("UDP/TLS/RTP/SAVP")),
+        "{offer:?}"
+    );
+    assert!(r["got_a"]["tone"].as_u64().unwrap() >= 25, "{r}");
+    assert!(r["got_b"]["tone"].as_u64().unwrap() >= 25, "{r}");
+    assert_eq!(r["delete"], "ok");
+    assert!(wait_ports_free(40300), "ports released");
+}
+
+#[test]
+fn aiortc_on_both_legs_runs_two_dtls_associations() {
+    let d = Daemon::start(&media(40400));
+    let ng = d.ng.unwrap();
+    let r = dtls_call(ng, &["--dtls-dtls"]);
+    eprintln!("dtls -> dtls: {r}");
+    assert_eq!(r["ok"], true, "{r}\n{}", d.log_text());
+    assert_eq!(
+        r["state"],
+        serde_json::json!(["connected", "connected"]),
+        "{r}"
+    );
+    assert!(r["got_a"]["tone"].as_u64().unwrap() >= 25, "{r}");
+    assert!(r["got_b"]["tone"].as_u64().unwrap() >= 25, "{r}");
+    assert_eq!(r["delete"], "ok");
+    assert!(wait_ports_free(40400), "ports released");
+    assert!(metric(&d, "srtp_edge_dtls_handshakes_total{result=\"ok\"}") >= 2.0);
 }

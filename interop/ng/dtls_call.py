@@ -16,6 +16,9 @@ Modes:
                        handshake must fail, nothing reach B, and the call must be gone.
   --silent             A is a socket that never answers (no ICE, actpass): the call must be
                        gone after the handshake timeout (--expect-gone-within seconds).
+  --sdes-dtls          A is the SDES peer, B is aiortc: the ng offer carries DTLS=passive, so
+                       srtp-edge offers DTLS-SRTP + ICE-lite to B and answers A with SDES.
+  --dtls-dtls          aiortc on both legs (DTLS=passive): two separate DTLS associations.
 
 Prints one JSON object on stdout; exit code 0 when the checks of the mode passed.
 """
@@ -32,7 +35,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from libsrtp_call import Ng, PROFILES, session, rtp  # noqa: E402
+from libsrtp_call import Ng, PROFILES, session, rtp, sdp as libsrtp_sdp  # noqa: E402
 
 
 def ulaw_encode(sample):
@@ -128,36 +131,155 @@ def corrupt_fingerprint(sdp):
     return "\r\n".join(out) + "\r\n"
 
 
-async def run(args):
-    import aioice.ice
-    import av
-    from aiortc import (
-        MediaStreamTrack,
-        RTCConfiguration,
-        RTCPeerConnection,
-        RTCSessionDescription,
-    )
+class SdesPeer:
+    """A libsrtp SDES peer: sends `hz` PCMU in SRTP every 20 ms, counts the other tone."""
 
-    # Loopback only: aioice skips 127.0.0.1 when gathering host candidates.
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    def __init__(self, suite, hz, listen_hz):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.suite, self.hz, self.listen_hz = suite, hz, listen_hz
+        self.key = os.urandom(PROFILES[suite][1])
+        self.relay, self.relay_key = None, None
+        self.sent = 0
+        self.got = {"packets": 0, "tone": 0, "bad": 0, "rtcp": 0}
+
+    def port(self):
+        return self.sock.getsockname()[1]
+
+    def offer(self):
+        return libsrtp_sdp(self.port(), [(1, self.suite, self.key)], 1)
+
+    def take_answer(self, answer):
+        """The relay's answer to our offer: its key for us (one crypto line, our tag)."""
+        self.relay, cryptos = scan_b(answer)
+        self.relay_key = cryptos[0][2] if cryptos else None
+        return self.relay_key is not None
+
+    def answer(self, offer):
+        """Answer the relay's offer with our suite; False if it was not offered."""
+        self.relay, offered = scan_b(offer)
+        sdp, tag = b_sdp_answer(self.port(), offer, self.suite, self.key)
+        if tag is None:
+            return None
+        self.relay_key = [k for t, s, k in offered if t == tag][0]
+        return sdp
+
+    def start(self):
+        self.tx = session(self.suite, self.key, True)
+        self.rx = session(self.suite, self.relay_key, False)
+
+    def tick(self, send):
+        if send:
+            payload = bytes(
+                ulaw_encode(int(12000 * math.sin(2 * math.pi * self.hz * (self.sent * 160 + i) / 8000)))
+                for i in range(160)
+            )
+            self.sock.sendto(self.tx.protect(rtp(0x0B0B0B0B, self.sent, payload)), tuple(self.relay))
+            self.sent += 1
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                break
+            if len(data) > 1 and 192 <= data[1] <= 223:
+                # SRTCP (RFC 5761 demux): the relay re-protected the other side's reports.
+                try:
+                    self.rx.unprotect_rtcp(data)
+                    self.got["rtcp"] += 1
+                except Exception:
+                    self.got["bad"] += 1
+                continue
+            try:
+                p = self.rx.unprotect(data)
+            except Exception:
+                self.got["bad"] += 1
+                continue
+            if len(p) > 12:
+                self.got["packets"] += 1
+                cc = p[0] & 0x0F
+                ext = 0
+                if p[0] & 0x10:
+                    ext = 4 + 4 * struct.unpack("!H", p[14 + 4 * cc : 16 + 4 * cc])[0]
+                body = p[12 + 4 * cc + ext :]
+                samples = [ulaw_decode(x) for x in body]
+                if (p[1] & 0x7F) == 0 and tone_share(samples, 8000, self.listen_hz) > 0.5:
+                    self.got["tone"] += 1
+
+
+class WebRtcPeer:
+    """aiortc: DTLS-SRTP + ICE, sends `hz` from an audio track, counts the other tone."""
+
+    def __init__(self, hz, listen_hz):
+        import aioice.ice
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        # Loopback only: aioice skips 127.0.0.1 when gathering host candidates.
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.got = {"frames": 0, "tone": 0}
+        self.listen_hz = listen_hz
+        self.pc.addTrack(tone_track(hz))
+        self.pc.on("track", self.on_track)
+
+    def on_track(self, track):
+        async def pull():
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:
+                    return
+                self.got["frames"] += 1
+                # Packed (interleaved) samples: keep the first channel.
+                ch = max(1, len(frame.layout.channels))
+                raw = bytes(frame.planes[0])[: frame.samples * ch * 2]
+                pcm = list(struct.unpack("<%dh" % (len(raw) // 2), raw))[::ch]
+                if tone_share(pcm, frame.sample_rate, self.listen_hz) > 0.5:
+                    self.got["tone"] += 1
+
+        asyncio.ensure_future(pull())
+
+    async def offer(self, wrong_fingerprint=False):
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = self.pc.localDescription.sdp
+        if wrong_fingerprint:
+            sdp = corrupt_fingerprint(sdp)
+        return sdp.encode()
+
+    async def take_answer(self, answer):
+        from aiortc import RTCSessionDescription
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer.decode(), type="answer"))
+        return True
+
+    async def answer(self, offer):
+        from aiortc import RTCSessionDescription
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.decode(), type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription.sdp.encode()
+
+
+def tone_track(hz):
+    import av
+    from aiortc import MediaStreamTrack
 
     class Tone(MediaStreamTrack):
         kind = "audio"
 
-        def __init__(self, hz):
+        def __init__(self):
             super().__init__()
-            self.hz, self.n, self.start = hz, 0, None
+            self.n, self.start = 0, None
 
         async def recv(self):
             if self.start is None:
                 self.start = time.time()
-            due = self.start + self.n * 0.02
-            wait = due - time.time()
+            wait = self.start + self.n * 0.02 - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             frame = av.AudioFrame(format="s16", layout="mono", samples=160)
             pcm = b"".join(
-                struct.pack("<h", int(12000 * math.sin(2 * math.pi * self.hz * (self.n * 160 + i) / 8000)))
+                struct.pack("<h", int(12000 * math.sin(2 * math.pi * hz * (self.n * 160 + i) / 8000)))
                 for i in range(160)
             )
             frame.planes[0].update(pcm)
@@ -167,138 +289,89 @@ async def run(args):
             self.n += 1
             return frame
 
+    return Tone()
+
+
+def answer_lines(sdp):
+    keep = ("m=", "a=setup", "a=fingerprint", "a=ice-lite", "a=candidate", "a=rtcp-mux", "a=tls-id")
+    return [l for l in sdp.decode().splitlines() if l.startswith(keep)]
+
+
+async def run(args):
     ng = Ng(tuple([args.ng.rsplit(":", 1)[0], int(args.ng.rsplit(":", 1)[1])]))
     out = {"ok": False, "mode": args.mode}
     problems = []
-    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    b.bind(("127.0.0.1", 0))
-    b.setblocking(False)
     call_id = "dtls-%d-%s" % (os.getpid(), args.mode)
+    # A offers (440 Hz), B answers (1 kHz).
+    a_webrtc = args.mode in ("ok", "wrong-fingerprint", "dtls-dtls")
+    b_webrtc = args.mode in ("sdes-dtls", "dtls-dtls")
+    a = WebRtcPeer(440, 1000) if a_webrtc else SdesPeer(args.suite_a, 440, 1000)
+    b = WebRtcPeer(1000, 440) if b_webrtc else SdesPeer(args.suite_b, 1000, 440)
+    extra = {"DTLS": "passive"} if b_webrtc else {}
 
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    got_a = {"frames": 0, "tone": 0}
-    state = {"dtls": None}
-
-    pc.addTrack(Tone(440))
-
-    @pc.on("track")
-    def on_track(track):
-        async def pull():
-            while True:
-                try:
-                    frame = await track.recv()
-                except Exception:
-                    return
-                got_a["frames"] += 1
-                # Packed (interleaved) samples: keep the first channel.
-                ch = max(1, len(frame.layout.channels))
-                raw = bytes(frame.planes[0])[: frame.samples * ch * 2]
-                pcm = list(struct.unpack("<%dh" % (len(raw) // 2), raw))[::ch]
-                if tone_share(pcm, frame.sample_rate, 1000) > 0.5:
-                    got_a["tone"] += 1
-
-        asyncio.ensure_future(pull())
-
-    await pc.setLocalDescription(await pc.createOffer())
-    offer_a = pc.localDescription.sdp
-    if args.mode == "wrong-fingerprint":
-        offer_a = corrupt_fingerprint(offer_a)
-    r = ng(command="offer", call_id=call_id, from_tag="A-tag", sdp=offer_a.encode(), flags=[])
+    offer_a = await a.offer(args.mode == "wrong-fingerprint") if a_webrtc else a.offer()
+    r = ng(command="offer", call_id=call_id, from_tag="A-tag", sdp=offer_a, flags=[], **extra)
     if r.get("result") != b"ok":
         out["offer"] = {k: str(v) for k, v in r.items()}
         print(json.dumps(out))
         return 1
-    relay_b, offered = scan_b(r["sdp"])
-    out["offer_to_b_suites"] = [s for _, s, _ in offered]
-    out["offer_to_b_has_fingerprint"] = b"a=fingerprint" in r["sdp"]
-    suite = args.suite_b
-    key_b = os.urandom(PROFILES[suite][1])
-    answer_b, tag = b_sdp_answer(b.getsockname()[1], r["sdp"], suite, key_b)
-    if tag is None:
-        problems.append("relay did not offer %s to B" % suite)
-    relay_key_for_b = [k for t, s, k in offered if t == tag][0] if tag else b""
+    offer_b = r["sdp"]
+    out["offer_to_b"] = answer_lines(offer_b)
+    out["offer_to_b_has_fingerprint"] = b"a=fingerprint" in offer_b
+    out["offer_to_b_has_crypto"] = b"a=crypto" in offer_b
+    answer_b = await b.answer(offer_b) if b_webrtc else b.answer(offer_b)
+    if answer_b is None:
+        problems.append("relay did not offer B's suite")
+        out["problems"] = problems
+        print(json.dumps(out))
+        return 1
     r = ng(command="answer", call_id=call_id, from_tag="A-tag", to_tag="B-tag", sdp=answer_b, flags=[])
     if r.get("result") != b"ok":
         out["answer"] = {k: str(v) for k, v in r.items()}
         print(json.dumps(out))
         return 1
-    answer_a = r["sdp"].decode()
-    out["answer_to_a"] = [l for l in answer_a.splitlines() if l.startswith(("m=", "a=setup", "a=fingerprint", "a=ice-lite", "a=candidate", "a=rtcp-mux", "a=tls-id"))]
-    out["answer_to_a_has_crypto"] = "a=crypto" in answer_a
-
-    @pc.on("connectionstatechange")
-    def on_state():
-        state["dtls"] = pc.connectionState
-
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_a, type="answer"))
-
-    tx_b = session(suite, key_b, True)
-    rx_b = session(suite, relay_key_for_b, False)
-    got_b = {"packets": 0, "tone": 0, "bad": 0, "rtcp": 0}
-    sent_b = 0
-    loop = asyncio.get_running_loop()
+    answer_a = r["sdp"]
+    out["answer_to_a"] = answer_lines(answer_a)
+    out["answer_to_a_has_crypto"] = b"a=crypto" in answer_a
+    out["answer_to_a_has_fingerprint"] = b"a=fingerprint" in answer_a
+    if a_webrtc:
+        await a.take_answer(answer_a)
+    elif not a.take_answer(answer_a):
+        problems.append("no crypto for A in the answer")
+    sdes = [p for p in (a, b) if isinstance(p, SdesPeer)]
+    for p in sdes:
+        p.start()
+    webrtc = [p for p in (a, b) if isinstance(p, WebRtcPeer)]
     end = time.time() + args.secs
-    ssrc = 0x0B0B0B0B
     t0 = time.time()
+    n = 0
     while time.time() < end:
-        # B sends 20 ms of 1 kHz PCMU.
-        payload = bytes(
-            ulaw_encode(int(12000 * math.sin(2 * math.pi * 1000 * (sent_b * 160 + i) / 8000)))
-            for i in range(160)
-        )
-        if pc.connectionState == "connected" or args.mode != "ok":
-            b.sendto(tx_b.protect(rtp(ssrc, sent_b, payload)), tuple(relay_b))
-            sent_b += 1
-        while True:
-            try:
-                data = b.recv(4096)
-            except BlockingIOError:
-                break
-            if len(data) > 1 and 192 <= data[1] <= 223:
-                # SRTCP (RFC 5761 demux): the relay re-protected A's reports for B.
-                try:
-                    rx_b.unprotect_rtcp(data)
-                    got_b["rtcp"] += 1
-                except Exception:
-                    got_b["bad"] += 1
-                continue
-            try:
-                p = rx_b.unprotect(data)
-            except Exception:
-                got_b["bad"] += 1
-                continue
-            if len(p) > 12 and (p[1] & 0x7F) < 64:
-                got_b["packets"] += 1
-                cc = p[0] & 0x0F
-                ext = 0
-                if p[0] & 0x10:
-                    ext = 4 + 4 * struct.unpack("!H", p[14 + 4 * cc : 16 + 4 * cc])[0]
-                body = p[12 + 4 * cc + ext :]
-                samples = [ulaw_decode(x) for x in body]
-                if (p[1] & 0x7F) == 0 and tone_share(samples, 8000, 440) > 0.5:
-                    got_b["tone"] += 1
-        await asyncio.sleep(max(0.0, t0 + sent_b * 0.02 - time.time()) if sent_b else 0.02)
-    out["state_a"] = pc.connectionState
-    out["sent_b"] = sent_b
-    out["got_a"] = got_a
-    out["got_b"] = got_b
+        ready = all(p.pc.connectionState == "connected" for p in webrtc)
+        for p in sdes:
+            p.tick(ready or args.mode == "wrong-fingerprint")
+        n += 1
+        await asyncio.sleep(max(0.0, t0 + n * 0.02 - time.time()))
+    out["state"] = [p.pc.connectionState for p in webrtc]
+    out["got_a"], out["got_b"] = a.got, b.got
+    out["sent"] = {"a": getattr(a, "sent", None), "b": getattr(b, "sent", None)}
     q = ng(command="query", call_id=call_id)
     out["query"] = q.get("result", b"").decode()
-    if args.mode == "ok":
-        if got_a["tone"] < 25:
-            problems.append("A received too little of B's tone")
-        if got_b["tone"] < 25:
-            problems.append("B received too little of A's tone")
-        if got_b["bad"]:
-            problems.append("B got packets that failed SRTP")
+    got_frames = lambda p: p.got.get("frames", p.got.get("packets", 0))  # noqa: E731
+    if args.mode != "wrong-fingerprint":
+        for name, p in (("A", a), ("B", b)):
+            if p.got["tone"] < 25:
+                problems.append("%s received too little of the other tone" % name)
+            if p.got.get("bad"):
+                problems.append("%s got packets that failed SRTP" % name)
         d = ng(command="delete", call_id=call_id)
         out["delete"] = d.get("result", b"").decode()
     else:
-        if got_b["packets"] or got_a["frames"]:
+        if got_frames(a) or got_frames(b):
             problems.append("media crossed a refused leg")
         if out["query"] == "ok":
             problems.append("call still exists")
-    await pc.close()
+    for p in webrtc:
+        await p.pc.close()
     out["problems"] = problems
     out["ok"] = not problems
     print(json.dumps(out))
@@ -360,10 +433,15 @@ def silent(args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ng", required=True)
+    ap.add_argument("--suite-a", default="AES_CM_128_HMAC_SHA1_80")
     ap.add_argument("--suite-b", default="AES_CM_128_HMAC_SHA1_80")
     ap.add_argument("--secs", type=float, default=3.0)
     ap.add_argument("--wrong-fingerprint", dest="mode", action="store_const", const="wrong-fingerprint")
     ap.add_argument("--silent", dest="mode", action="store_const", const="silent")
+    ap.add_argument("--sdes-dtls", dest="mode", action="store_const", const="sdes-dtls",
+                    help="A is the SDES peer; B is aiortc, offered DTLS (ng DTLS=passive)")
+    ap.add_argument("--dtls-dtls", dest="mode", action="store_const", const="dtls-dtls",
+                    help="aiortc on both legs (ng DTLS=passive)")
     ap.add_argument("--expect-gone-within", type=float, default=12.0)
     ap.set_defaults(mode="ok")
     args = ap.parse_args()

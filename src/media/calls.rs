@@ -30,8 +30,8 @@ use crate::dtls::{
 };
 use crate::redact::Redacted;
 use crate::sdp::policy::{
-    self, AnswerKeying, AnswerPlan, DtlsAnswerPlan, LocalMedia, OfferInfo, OfferPlan, PolicyError,
-    SdesKey,
+    self, AnswerKeying, AnswerPlan, DtlsPlan, LocalMedia, OfferInfo, OfferKeying, OfferPlan,
+    PolicyError, SdesKey,
 };
 use crate::sdp::Sdp;
 use crate::srtp::{ContextConfig, Profile, SrtpContext};
@@ -110,6 +110,14 @@ pub struct Negotiation<'a> {
     pub suites: &'a [Profile],
 }
 
+/// Options of an offer beyond its SDP, from the control plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OfferOptions {
+    /// Offer DTLS-SRTP (with ICE-lite) to the other side instead of SDES (ng `DTLS=passive` or
+    /// `active`, or `transport-protocol: UDP/TLS/RTP/SAVP(F)`).
+    pub dtls: bool,
+}
+
 /// One side's leg as signaling knows it.
 #[derive(Debug)]
 struct LegSig {
@@ -143,6 +151,9 @@ struct Pending {
     side: usize,
     /// Set when the offerer keys with DTLS-SRTP (then the SDES fields below are unused).
     offerer_dtls: Option<DtlsOffer>,
+    /// Set when we offered DTLS-SRTP to the other side: our ICE-lite credentials there (then
+    /// `offered` is empty).
+    other_dtls: Option<IceCredentials>,
     /// The offer as inspected (the answer back to it is built from this).
     offer: OfferInfo,
     /// The m-line relayed.
@@ -310,10 +321,20 @@ impl Calls {
     /// Handles an offer: checks it against the policy, anchors the call (new or known), and
     /// returns the SDP to send to the other party.
     pub fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
-        self.offer_inner(n).map_err(|e| self.refused(e))
+        self.offer_with(n, &OfferOptions::default())
     }
 
-    fn offer_inner(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+    /// [`offer`](Self::offer) with options from the control plane (ng `DTLS`,
+    /// `transport-protocol`).
+    pub fn offer_with(
+        &self,
+        n: &Negotiation<'_>,
+        opts: &OfferOptions,
+    ) -> Result<String, CallError> {
+        self.offer_inner(n, opts).map_err(|e| self.refused(e))
+    }
+
+    fn offer_inner(&self, n: &Negotiation<'_>, opts: &OfferOptions) -> Result<String, CallError> {
         let sdp = Sdp::parse_bytes(n.sdp).map_err(PolicyError::from)?;
         let info = policy::inspect_offer(&sdp)?;
         // srtp-edge relays the first accepted audio stream; further ones are rejected (port 0).
@@ -379,14 +400,40 @@ impl Calls {
             rtcp_port: Some(leg.rtp_port + 1),
             rtcp_mux: true,
         };
-        // rewrite_offer consumes plans by reference; keys are moved back out afterwards.
-        let mut plans: Vec<Option<OfferPlan>> = (0..info.media.len()).map(|_| None).collect();
-        plans[index] = Some(OfferPlan {
-            local,
-            keys: offered,
-        });
-        let out = policy::rewrite_offer(&sdp, &plans)?;
-        let offered = plans.swap_remove(index).map(|p| p.keys).unwrap_or_default();
+        let (out, offered, other_dtls) = if opts.dtls {
+            // DTLS-SRTP towards the other side: our fingerprint, actpass, ICE-lite.
+            let ctx = self
+                .dtls
+                .as_ref()
+                .ok_or(PolicyError::DtlsUnavailable { index })?;
+            let ice = IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?;
+            let tls_id = TlsId::generate().map_err(|_| PolicyError::KeyGen)?;
+            let plan = DtlsPlan {
+                local: LocalMedia {
+                    rtcp_port: None,
+                    ..local
+                },
+                fingerprint: ctx.identity.sdp_fingerprint(),
+                setup: dtls_setup::offer_setup().as_str(),
+                tls_id: tls_id.as_str().to_string(),
+                ice: Some((ice.ufrag.clone(), ice.pwd.clone())),
+            };
+            let mut plans: Vec<Option<OfferKeying<'_>>> =
+                (0..info.media.len()).map(|_| None).collect();
+            plans[index] = Some(OfferKeying::Dtls(&plan));
+            let out = policy::rewrite_offer_keyed(&sdp, &plans)?;
+            (out, Vec::new(), Some(ice))
+        } else {
+            // rewrite_offer consumes plans by reference; keys are moved back out afterwards.
+            let mut plans: Vec<Option<OfferPlan>> = (0..info.media.len()).map(|_| None).collect();
+            plans[index] = Some(OfferPlan {
+                local,
+                keys: offered,
+            });
+            let out = policy::rewrite_offer(&sdp, &plans)?;
+            let offered = plans.swap_remove(index).map(|p| p.keys).unwrap_or_default();
+            (out, offered, None)
+        };
 
         if new_call {
             // The offerer's leg can decrypt at once (SDES); nothing can be sent until the answer.
@@ -418,6 +465,7 @@ impl Calls {
         call.pending = Some(Pending {
             side,
             offerer_dtls,
+            other_dtls,
             offer: info,
             index,
             offerer_tag,
@@ -520,24 +568,64 @@ impl Calls {
         let mut table = lock(&self.table);
         let call = table.get_mut(n.call_id).ok_or(CallError::UnknownCall)?;
         let pending = call.pending.as_ref().ok_or(CallError::NoPendingOffer)?;
-        let ans = policy::inspect_answer(&sdp, &pending.offered_suites)?;
-        let chosen = ans
-            .chosen(pending.index)
-            .ok_or(PolicyError::AnswerCryptoMismatch {
-                index: pending.index,
-            })?;
         let side = pending.side;
         let other = 1 - side;
-        // Tags are 1..n in offer order.
-        let ours_to_other = pending.offered.get(chosen.tag as usize - 1).ok_or(
-            PolicyError::AnswerCryptoMismatch {
-                index: pending.index,
-            },
-        )?;
-        let other_in = self.ctx(chosen.suite, chosen.key.as_bytes())?;
-        let other_out = self.ctx(chosen.suite, ours_to_other.key.as_bytes())?;
-        let am = &ans.media[pending.index];
-        let (other_rtp, other_rtcp, other_mux) = (am.rtp, am.rtcp, am.rtcp_mux);
+        let (other_in, other_out, other_suite, mut other_dtls, other_rtp, other_rtcp, other_mux) =
+            match &pending.other_dtls {
+                None => {
+                    let ans = policy::inspect_answer(&sdp, &pending.offered_suites)?;
+                    let chosen =
+                        ans.chosen(pending.index)
+                            .ok_or(PolicyError::AnswerCryptoMismatch {
+                                index: pending.index,
+                            })?;
+                    // Tags are 1..n in offer order.
+                    let ours_to_other = pending.offered.get(chosen.tag as usize - 1).ok_or(
+                        PolicyError::AnswerCryptoMismatch {
+                            index: pending.index,
+                        },
+                    )?;
+                    let other_in = self.ctx(chosen.suite, chosen.key.as_bytes())?;
+                    let other_out = self.ctx(chosen.suite, ours_to_other.key.as_bytes())?;
+                    let am = &ans.media[pending.index];
+                    (
+                        Some(other_in),
+                        Some(other_out),
+                        Some(chosen.suite),
+                        None,
+                        am.rtp,
+                        am.rtcp,
+                        am.rtcp_mux,
+                    )
+                }
+                Some(ice) => {
+                    // We offered DTLS-SRTP to this side: its answer says our role and its
+                    // certificate's fingerprint.
+                    let am = policy::inspect_answer_dtls(
+                        &sdp,
+                        pending.offer.media.len(),
+                        pending.index,
+                    )?;
+                    let dtls = self.dtls_offer(&am)?.ok_or(PolicyError::DtlsUnavailable {
+                        index: pending.index,
+                    })?;
+                    let role = dtls_setup::role_from_answer(dtls_setup::offer_setup(), dtls.setup)
+                        .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=setup")))?;
+                    let ctx = self.dtls.as_ref().ok_or(PolicyError::DtlsUnavailable {
+                        index: pending.index,
+                    })?;
+                    let endpoint = Endpoint::new(
+                        &ctx.identity,
+                        role,
+                        dtls.fingerprints,
+                        &ctx.cfg,
+                        Instant::now(),
+                    );
+                    let ice = if dtls.ice { Some(ice.clone()) } else { None };
+                    let leg = DtlsLeg::new(endpoint, ice, am.rtp, self.replay_window);
+                    (None, None, None, Some(Box::new(leg)), am.rtp, None, true)
+                }
+            };
 
         let offerer_mux = pending.offerer_mux || pending.offerer_dtls.is_some();
         let leg = &call.legs[side];
@@ -578,7 +666,7 @@ impl Calls {
                     None
                 };
                 let tls_id = TlsId::generate().map_err(|_| PolicyError::KeyGen)?;
-                let plan = DtlsAnswerPlan {
+                let plan = DtlsPlan {
                     local: LocalMedia {
                         rtcp_port: None,
                         ..local
@@ -616,14 +704,7 @@ impl Calls {
                 offerer_rtcp,
                 offerer_mux,
             ),
-            (
-                other,
-                Some(other_in),
-                Some(other_out),
-                other_rtp,
-                other_rtcp,
-                other_mux,
-            ),
+            (other, other_in, other_out, other_rtp, other_rtcp, other_mux),
         ] {
             worker
                 .send(Command::Update {
@@ -638,7 +719,7 @@ impl Calls {
                         dtls: if leg_i == side {
                             offerer_dtls.take()
                         } else {
-                            None
+                            other_dtls.take()
                         },
                     }),
                 })
@@ -652,7 +733,7 @@ impl Calls {
         } else {
             Some(pending.offerer_suite)
         };
-        call.legs[other].suite = Some(chosen.suite);
+        call.legs[other].suite = other_suite;
         if let Some(t) = n.to_tag {
             call.tags[other].get_or_insert_with(|| t.to_string());
         }
