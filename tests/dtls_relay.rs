@@ -211,3 +211,26 @@ fn aiortc_on_both_legs_runs_two_dtls_associations() {
     assert!(wait_ports_free(40400), "ports released");
     assert!(metric(&d, "srtp_edge_dtls_handshakes_total{result=\"ok\"}") >= 2.0);
 }
+
+#[test]
+fn reoffer_keeps_the_association_and_a_new_certificate_rekeys_the_leg() {
+    let d = Daemon::start(&media(40500));
+    let ng = d.ng.unwrap();
+    let r = dtls_call(ng, &["--reoffer", "--secs", "1.5"]);
+    eprintln!("re-offer: {r}");
+    assert_eq!(r["ok"], true, "{r}\n{}", d.log_text());
+    assert_eq!(r["reoffer_same_tls_id"], true, "{r}");
+    assert_eq!(r["rekey_new_tls_id"], true, "{r}");
+    assert_eq!(r["state_a2"], "connected", "{r}");
+    assert!(r["after_reoffer"]["a"].as_u64().unwrap() >= 25, "{r}");
+    assert!(r["after_reoffer"]["b"].as_u64().unwrap() >= 25, "{r}");
+    assert!(r["after_rekey"]["a2"].as_u64().unwrap() >= 25, "{r}");
+    assert!(r["after_rekey"]["b"].as_u64().unwrap() >= 25, "{r}");
+    // Two handshakes: the first association and the re-key; the plain re-offer made none.
+    assert_eq!(
+        metric(&d, "srtp_edge_dtls_handshakes_total{result=\"ok\"}"),
+        2.0
+    );
+    assert_eq!(r["delete"], "ok");
+    assert!(wait_ports_free(40500), "ports released");
+}

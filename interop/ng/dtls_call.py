@@ -19,6 +19,8 @@ Modes:
   --sdes-dtls          A is the SDES peer, B is aiortc: the ng offer carries DTLS=passive, so
                        srtp-edge offers DTLS-SRTP + ICE-lite to B and answers A with SDES.
   --dtls-dtls          aiortc on both legs (DTLS=passive): two separate DTLS associations.
+  --reoffer            the default call, then A re-offers twice: the same peer connection
+                       (association kept) and a new one with a new certificate (re-key).
 
 Prints one JSON object on stdout; exit code 0 when the checks of the mode passed.
 """
@@ -303,7 +305,7 @@ async def run(args):
     problems = []
     call_id = "dtls-%d-%s" % (os.getpid(), args.mode)
     # A offers (440 Hz), B answers (1 kHz).
-    a_webrtc = args.mode in ("ok", "wrong-fingerprint", "dtls-dtls")
+    a_webrtc = args.mode in ("ok", "wrong-fingerprint", "dtls-dtls", "reoffer")
     b_webrtc = args.mode in ("sdes-dtls", "dtls-dtls")
     a = WebRtcPeer(440, 1000) if a_webrtc else SdesPeer(args.suite_a, 440, 1000)
     b = WebRtcPeer(1000, 440) if b_webrtc else SdesPeer(args.suite_b, 1000, 440)
@@ -338,20 +340,65 @@ async def run(args):
         await a.take_answer(answer_a)
     elif not a.take_answer(answer_a):
         problems.append("no crypto for A in the answer")
-    sdes = [p for p in (a, b) if isinstance(p, SdesPeer)]
-    for p in sdes:
-        p.start()
+    async def pump(secs, peers):
+        sdes = [p for p in peers if isinstance(p, SdesPeer)]
+        webrtc = [p for p in peers if isinstance(p, WebRtcPeer)]
+        end = time.time() + secs
+        t0 = time.time()
+        n = 0
+        while time.time() < end:
+            ready = all(p.pc.connectionState == "connected" for p in webrtc)
+            for p in sdes:
+                p.tick(ready or args.mode == "wrong-fingerprint")
+            n += 1
+            await asyncio.sleep(max(0.0, t0 + n * 0.02 - time.time()))
+
+    async def renegotiate(a_peer):
+        """A re-offers (same call, same tags), B re-answers; returns the answer lines to A."""
+        r = ng(command="offer", call_id=call_id, from_tag="A-tag", sdp=await a_peer.offer(), flags=[])
+        if r.get("result") != b"ok":
+            raise RuntimeError("re-offer: %r" % r)
+        ans_b = b.answer(r["sdp"])
+        r = ng(command="answer", call_id=call_id, from_tag="A-tag", to_tag="B-tag", sdp=ans_b, flags=[])
+        if r.get("result") != b"ok":
+            raise RuntimeError("re-answer: %r" % r)
+        b.start()
+        await a_peer.take_answer(r["sdp"])
+        return answer_lines(r["sdp"])
+
+    for p in (a, b):
+        if isinstance(p, SdesPeer):
+            p.start()
     webrtc = [p for p in (a, b) if isinstance(p, WebRtcPeer)]
-    end = time.time() + args.secs
-    t0 = time.time()
-    n = 0
-    while time.time() < end:
-        ready = all(p.pc.connectionState == "connected" for p in webrtc)
-        for p in sdes:
-            p.tick(ready or args.mode == "wrong-fingerprint")
-        n += 1
-        await asyncio.sleep(max(0.0, t0 + n * 0.02 - time.time()))
-    out["state"] = [p.pc.connectionState for p in webrtc]
+    await pump(args.secs, [a, b])
+    if args.mode == "reoffer":
+        # 1. The same aiortc peer re-offers (same certificate, same ICE): the association is
+        #    kept (same tls-id, no new handshake) and media keeps flowing.
+        before = (a.got["tone"], b.got["tone"])
+        lines = await renegotiate(a)
+        tls = lambda ls: [l for l in ls if l.startswith("a=tls-id")]  # noqa: E731
+        out["reoffer_same_tls_id"] = tls(lines) == tls(out["answer_to_a"])
+        await pump(1.5, [a, b])
+        out["after_reoffer"] = {"a": a.got["tone"] - before[0], "b": b.got["tone"] - before[1]}
+        # 2. A new peer connection (new certificate) re-offers in the same call: a new
+        #    handshake re-keys A's leg; B's leg is re-keyed by SDES.
+        a2 = WebRtcPeer(440, 1000)
+        before_b = b.got["tone"]
+        lines2 = await renegotiate(a2)
+        out["rekey_new_tls_id"] = tls(lines2) != tls(lines)
+        await a.pc.close()
+        await pump(2.5, [a2, b])
+        out["after_rekey"] = {"a2": a2.got["tone"], "b": b.got["tone"] - before_b}
+        out["state_a2"] = a2.pc.connectionState
+        webrtc.append(a2)
+        for k, v in list(out["after_reoffer"].items()) + list(out["after_rekey"].items()):
+            if v < 25:
+                problems.append("too little tone at %s after renegotiation" % k)
+        if not out["reoffer_same_tls_id"]:
+            problems.append("re-offer changed our tls-id")
+        if not out["rekey_new_tls_id"]:
+            problems.append("new certificate kept the old tls-id")
+    out["state"] = [p.pc.connectionState for p in webrtc if p.pc.connectionState != "closed"]
     out["got_a"], out["got_b"] = a.got, b.got
     out["sent"] = {"a": getattr(a, "sent", None), "b": getattr(b, "sent", None)}
     q = ng(command="query", call_id=call_id)
@@ -361,7 +408,7 @@ async def run(args):
         for name, p in (("A", a), ("B", b)):
             if p.got["tone"] < 25:
                 problems.append("%s received too little of the other tone" % name)
-            if p.got.get("bad"):
+            if p.got.get("bad") and args.mode != "reoffer":
                 problems.append("%s got packets that failed SRTP" % name)
         d = ng(command="delete", call_id=call_id)
         out["delete"] = d.get("result", b"").decode()
@@ -440,6 +487,9 @@ def main():
     ap.add_argument("--silent", dest="mode", action="store_const", const="silent")
     ap.add_argument("--sdes-dtls", dest="mode", action="store_const", const="sdes-dtls",
                     help="A is the SDES peer; B is aiortc, offered DTLS (ng DTLS=passive)")
+    ap.add_argument("--reoffer", dest="mode", action="store_const", const="reoffer",
+                    help="default call, then a re-offer from the same aiortc peer (association "
+                    "kept) and one from a new peer connection (new certificate: re-key)")
     ap.add_argument("--dtls-dtls", dest="mode", action="store_const", const="dtls-dtls",
                     help="aiortc on both legs (ng DTLS=passive)")
     ap.add_argument("--expect-gone-within", type=float, default=12.0)

@@ -26,7 +26,7 @@ use super::relay::Leg;
 use super::worker::{CallCounters, Command, LegSetup, LegUpdate};
 use crate::dtls::{
     setup as dtls_setup, DtlsConfig, DtlsIdentity, Endpoint, EndpointConfig, PeerFingerprints,
-    Setup as DtlsSetup, TlsId,
+    Role, Setup as DtlsSetup, TlsId,
 };
 use crate::redact::Redacted;
 use crate::sdp::policy::{
@@ -129,6 +129,26 @@ struct LegSig {
     /// The party's signalled RTP address.
     signalled: Option<SocketAddr>,
     rtcp_mux: bool,
+    /// The DTLS association on this leg, if it is keyed with DTLS-SRTP.
+    dtls: Option<LegDtls>,
+}
+
+/// A leg's DTLS association as signaling knows it: a re-offer or re-answer with the same peer
+/// fingerprints and tls-id keeps it (no new handshake, RFC 8842); anything else starts a new
+/// one, which re-keys the leg when it completes.
+#[derive(Debug)]
+struct LegDtls {
+    fingerprints: PeerFingerprints,
+    tls_id: Option<String>,
+    role: Role,
+    ours_tls_id: String,
+    ice: Option<IceCredentials>,
+}
+
+impl LegDtls {
+    fn keeps(&self, fingerprints: &PeerFingerprints, tls_id: &Option<String>) -> bool {
+        self.fingerprints.same_set(fingerprints) && &self.tls_id == tls_id
+    }
 }
 
 /// What srtp-edge needs to terminate DTLS-SRTP: its certificate and the handshake settings.
@@ -141,6 +161,8 @@ struct DtlsContext {
 struct DtlsOffer {
     fingerprints: PeerFingerprints,
     setup: DtlsSetup,
+    /// The peer's `a=tls-id`.
+    tls_id: Option<String>,
     /// The offerer does ICE (it sent ufrag and pwd): we answer as ICE-lite.
     ice: bool,
 }
@@ -151,9 +173,9 @@ struct Pending {
     side: usize,
     /// Set when the offerer keys with DTLS-SRTP (then the SDES fields below are unused).
     offerer_dtls: Option<DtlsOffer>,
-    /// Set when we offered DTLS-SRTP to the other side: our ICE-lite credentials there (then
-    /// `offered` is empty).
-    other_dtls: Option<IceCredentials>,
+    /// Set when we offered DTLS-SRTP to the other side: our ICE-lite credentials and tls-id
+    /// there (then `offered` is empty).
+    other_dtls: Option<(IceCredentials, String)>,
     /// The offer as inspected (the answer back to it is built from this).
     offer: OfferInfo,
     /// The m-line relayed.
@@ -406,8 +428,21 @@ impl Calls {
                 .dtls
                 .as_ref()
                 .ok_or(PolicyError::DtlsUnavailable { index })?;
-            let ice = IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?;
-            let tls_id = TlsId::generate().map_err(|_| PolicyError::KeyGen)?;
+            // A running association keeps our tls-id and ICE credentials (RFC 8842).
+            let (ice, tls_id) = match &leg.dtls {
+                Some(LegDtls {
+                    ice: Some(ice),
+                    ours_tls_id,
+                    ..
+                }) => (ice.clone(), ours_tls_id.clone()),
+                _ => (
+                    IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?,
+                    TlsId::generate()
+                        .map_err(|_| PolicyError::KeyGen)?
+                        .as_str()
+                        .to_string(),
+                ),
+            };
             let plan = DtlsPlan {
                 local: LocalMedia {
                     rtcp_port: None,
@@ -415,14 +450,14 @@ impl Calls {
                 },
                 fingerprint: ctx.identity.sdp_fingerprint(),
                 setup: dtls_setup::offer_setup().as_str(),
-                tls_id: tls_id.as_str().to_string(),
+                tls_id: tls_id.clone(),
                 ice: Some((ice.ufrag.clone(), ice.pwd.clone())),
             };
             let mut plans: Vec<Option<OfferKeying<'_>>> =
                 (0..info.media.len()).map(|_| None).collect();
             plans[index] = Some(OfferKeying::Dtls(&plan));
             let out = policy::rewrite_offer_keyed(&sdp, &plans)?;
-            (out, Vec::new(), Some(ice))
+            (out, Vec::new(), Some((ice, tls_id)))
         } else {
             // rewrite_offer consumes plans by reference; keys are moved back out afterwards.
             let mut plans: Vec<Option<OfferPlan>> = (0..info.media.len()).map(|_| None).collect();
@@ -512,6 +547,7 @@ impl Calls {
             suite: None,
             signalled: None,
             rtcp_mux: false,
+            dtls: None,
         };
         let legs = [sig(v6a, a.rtp_port), sig(v6b, b.rtp_port)];
         let setup = |p: super::ports::PortPair| LegSetup {
@@ -570,6 +606,8 @@ impl Calls {
         let pending = call.pending.as_ref().ok_or(CallError::NoPendingOffer)?;
         let side = pending.side;
         let other = 1 - side;
+        let mut new_other_state: Option<LegDtls> = None;
+        let mut new_offerer_state: Option<LegDtls> = None;
         let (other_in, other_out, other_suite, mut other_dtls, other_rtp, other_rtcp, other_mux) =
             match &pending.other_dtls {
                 None => {
@@ -598,7 +636,7 @@ impl Calls {
                         am.rtcp_mux,
                     )
                 }
-                Some(ice) => {
+                Some((our_ice, ours_tls_id)) => {
                     // We offered DTLS-SRTP to this side: its answer says our role and its
                     // certificate's fingerprint.
                     let am = policy::inspect_answer_dtls(
@@ -614,16 +652,39 @@ impl Calls {
                     let ctx = self.dtls.as_ref().ok_or(PolicyError::DtlsUnavailable {
                         index: pending.index,
                     })?;
-                    let endpoint = Endpoint::new(
-                        &ctx.identity,
-                        role,
-                        dtls.fingerprints,
-                        &ctx.cfg,
-                        Instant::now(),
-                    );
-                    let ice = if dtls.ice { Some(ice.clone()) } else { None };
-                    let leg = DtlsLeg::new(endpoint, ice, am.rtp, self.replay_window);
-                    (None, None, None, Some(Box::new(leg)), am.rtp, None, true)
+                    let ice = if dtls.ice {
+                        Some(our_ice.clone())
+                    } else {
+                        None
+                    };
+                    let kept = call.legs[other].dtls.as_ref().is_some_and(|k| {
+                        k.keeps(&dtls.fingerprints, &dtls.tls_id) && k.role == role
+                    });
+                    let leg = if kept {
+                        None
+                    } else {
+                        let endpoint = Endpoint::new(
+                            &ctx.identity,
+                            role,
+                            dtls.fingerprints.clone(),
+                            &ctx.cfg,
+                            Instant::now(),
+                        );
+                        new_other_state = Some(LegDtls {
+                            fingerprints: dtls.fingerprints,
+                            tls_id: dtls.tls_id,
+                            role,
+                            ours_tls_id: ours_tls_id.clone(),
+                            ice: Some(our_ice.clone()),
+                        });
+                        Some(Box::new(DtlsLeg::new(
+                            endpoint,
+                            ice,
+                            am.rtp,
+                            self.replay_window,
+                        )))
+                    };
+                    (None, None, None, leg, am.rtp, None, true)
                 }
             };
 
@@ -658,14 +719,28 @@ impl Calls {
                 let ctx = self.dtls.as_ref().ok_or(PolicyError::DtlsUnavailable {
                     index: pending.index,
                 })?;
-                let (our_setup, role) = dtls_setup::answer_setup(d.setup, None)
+                let kept = call.legs[side]
+                    .dtls
+                    .as_ref()
+                    .filter(|k| k.keeps(&d.fingerprints, &d.tls_id));
+                let (our_setup, role) = dtls_setup::answer_setup(d.setup, kept.map(|k| k.role))
                     .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=setup")))?;
-                let ice = if d.ice {
-                    Some(IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?)
-                } else {
-                    None
+                let kept = kept.filter(|k| k.role == role);
+                let ice = match kept {
+                    Some(k) if d.ice => k.ice.clone(),
+                    _ if d.ice => {
+                        Some(IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?)
+                    }
+                    _ => None,
                 };
-                let tls_id = TlsId::generate().map_err(|_| PolicyError::KeyGen)?;
+                let tls_id = match kept {
+                    Some(k) => k.ours_tls_id.clone(),
+                    None => TlsId::generate()
+                        .map_err(|_| PolicyError::KeyGen)?
+                        .as_str()
+                        .to_string(),
+                };
+                let keep_association = kept.is_some();
                 let plan = DtlsPlan {
                     local: LocalMedia {
                         rtcp_port: None,
@@ -673,22 +748,35 @@ impl Calls {
                     },
                     fingerprint: ctx.identity.sdp_fingerprint(),
                     setup: our_setup.as_str(),
-                    tls_id: tls_id.as_str().to_string(),
+                    tls_id: tls_id.clone(),
                     ice: ice.as_ref().map(|c| (c.ufrag.clone(), c.pwd.clone())),
                 };
                 let mut plans: Vec<Option<AnswerKeying<'_>>> =
                     (0..pending.offer.media.len()).map(|_| None).collect();
                 plans[pending.index] = Some(AnswerKeying::Dtls(&plan));
                 let out = policy::rewrite_answer_keyed(&sdp, &pending.offer, &plans)?;
-                let endpoint = Endpoint::new(
-                    &ctx.identity,
-                    role,
-                    d.fingerprints.clone(),
-                    &ctx.cfg,
-                    Instant::now(),
-                );
-                let leg = DtlsLeg::new(endpoint, ice, pending.offerer_rtp, self.replay_window);
-                (None, None, Some(Box::new(leg)), out)
+                if keep_association {
+                    // Same peer certificate and tls-id: the running association and its keys
+                    // stay (a re-INVITE that changes nothing must not re-handshake).
+                    (None, None, None, out)
+                } else {
+                    let endpoint = Endpoint::new(
+                        &ctx.identity,
+                        role,
+                        d.fingerprints.clone(),
+                        &ctx.cfg,
+                        Instant::now(),
+                    );
+                    new_offerer_state = Some(LegDtls {
+                        fingerprints: d.fingerprints.clone(),
+                        tls_id: d.tls_id.clone(),
+                        role,
+                        ours_tls_id: tls_id,
+                        ice: ice.clone(),
+                    });
+                    let leg = DtlsLeg::new(endpoint, ice, pending.offerer_rtp, self.replay_window);
+                    (None, None, Some(Box::new(leg)), out)
+                }
             }
         };
         let mut offerer_dtls = offerer_dtls;
@@ -736,6 +824,12 @@ impl Calls {
         call.legs[other].suite = other_suite;
         if let Some(t) = n.to_tag {
             call.tags[other].get_or_insert_with(|| t.to_string());
+        }
+        if let Some(st) = new_offerer_state {
+            call.legs[side].dtls = Some(st);
+        }
+        if let Some(st) = new_other_state {
+            call.legs[other].dtls = Some(st);
         }
         call.pending = None;
         call.last_signal = SystemTime::now();
@@ -862,6 +956,7 @@ impl Calls {
         Ok(Some(DtlsOffer {
             fingerprints,
             setup,
+            tls_id: d.tls_id.clone(),
             ice,
         }))
     }

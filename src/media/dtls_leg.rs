@@ -95,11 +95,15 @@ impl DtlsLeg {
         Some(a.len)
     }
 
-    /// A DTLS datagram from `src`. Before the handshake completes, any source may talk to the
-    /// endpoint (keys come only from a handshake whose certificate matched the fingerprint);
-    /// without ICE the first source becomes the peer.
+    /// A DTLS datagram from `src`. With ICE, only the address of an authenticated check may
+    /// talk to the endpoint. Without ICE, before the handshake completes, any source may (keys
+    /// come only from a handshake whose certificate matched the fingerprint) and the last one
+    /// becomes the peer.
     pub fn on_dtls(&mut self, now: Instant, src: SocketAddr, data: &[u8]) -> DtlsOutcome {
-        if self.keyed && self.peer != Some(src) {
+        // Once keyed, and on ICE legs always (the peer is the address an authenticated check
+        // came from), DTLS from anywhere else is dropped: stray records of a replaced
+        // association or a third party's datagrams never reach the handshake.
+        if (self.keyed || self.ice.is_some()) && self.peer != Some(src) {
             return DtlsOutcome::Pending;
         }
         if self.peer.is_none() || (self.ice.is_none() && !self.keyed) {
