@@ -161,3 +161,120 @@ impl DtlsLeg {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtls::{DtlsIdentity, EndpointConfig, PeerFingerprints, Role};
+    use crate::media::ice::{binding_request, MAX_RESPONSE};
+
+    fn fps(id: &DtlsIdentity) -> PeerFingerprints {
+        let line = format!("a=fingerprint:{}", id.sdp_fingerprint());
+        PeerFingerprints::from_sdp_lines([line.as_str()]).unwrap()
+    }
+
+    fn creds() -> IceCredentials {
+        IceCredentials {
+            ufrag: "ours".into(),
+            pwd: "our-password-of-24-chars".into(),
+        }
+    }
+
+    #[test]
+    fn unauthenticated_stun_never_sets_the_dtls_peer() {
+        let (ours, theirs) = (
+            DtlsIdentity::generate().unwrap(),
+            DtlsIdentity::generate().unwrap(),
+        );
+        let cfg = EndpointConfig::default().build().unwrap();
+        let now = Instant::now();
+        let ep = Endpoint::new(&ours, Role::Client, fps(&theirs), &cfg, now);
+        let signalled = "127.0.0.1:5000".parse().unwrap();
+        let mut leg = DtlsLeg::new(ep, Some(creds()), Some(signalled), 128);
+        // With ICE, the ClientHello waits for a checked address (not the signalled one).
+        assert!(leg.poll_transmit().is_none());
+        let attacker: SocketAddr = "192.0.2.66:4000".parse().unwrap();
+        let mut out = [0u8; MAX_RESPONSE];
+        for req in [
+            binding_request("ours:theirs", "wrong-password", true),
+            binding_request("other:theirs", "our-password-of-24-chars", true),
+        ] {
+            assert_eq!(leg.on_stun(attacker, &req, &mut out), None);
+            assert!(
+                leg.poll_transmit().is_none(),
+                "unauthenticated STUN set the peer"
+            );
+        }
+        // DTLS from an unchecked address does not reach the handshake either.
+        assert!(matches!(
+            leg.on_dtls(
+                now,
+                attacker,
+                &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            ),
+            DtlsOutcome::Pending
+        ));
+        assert!(leg.poll_transmit().is_none());
+        let peer: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let req = binding_request("ours:theirs", "our-password-of-24-chars", true);
+        assert!(leg.on_stun(peer, &req, &mut out).is_some());
+        let (hello, to) = leg
+            .poll_transmit()
+            .expect("ClientHello goes out once checked");
+        assert_eq!(to, peer);
+        assert_eq!(hello[0], 22, "a handshake record");
+    }
+
+    #[test]
+    fn handshake_keys_the_leg_in_the_right_direction() {
+        let (ours, theirs) = (
+            DtlsIdentity::generate().unwrap(),
+            DtlsIdentity::generate().unwrap(),
+        );
+        let cfg = EndpointConfig::default().build().unwrap();
+        let now = Instant::now();
+        let peer_addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let ep = Endpoint::new(&ours, Role::Client, fps(&theirs), &cfg, now);
+        let mut leg = DtlsLeg::new(ep, None, Some(peer_addr), 128);
+        let mut server = Endpoint::new(&theirs, Role::Server, fps(&ours), &cfg, now);
+        let mut keyed = None;
+        for _ in 0..20 {
+            while let Some((d, to)) = leg.poll_transmit() {
+                assert_eq!(to, peer_addr);
+                server.handle_datagram(now, &d);
+            }
+            while let Some(d) = server.poll_transmit() {
+                if let DtlsOutcome::Keyed {
+                    inbound,
+                    outbound,
+                    peer,
+                } = leg.on_dtls(now, peer_addr, &d)
+                {
+                    keyed = Some((inbound, outbound, peer));
+                }
+            }
+            if keyed.is_some() {
+                break;
+            }
+        }
+        let (mut inbound, mut outbound, peer) = keyed.expect("handshake completes");
+        assert_eq!(peer, peer_addr);
+        assert!(!leg.handshaking());
+        // What the peer protects with its local key, our inbound context opens; what we
+        // protect, the peer opens with its remote key.
+        let keys = server.take_srtp_keys().unwrap();
+        let cfg = ContextConfig { replay_window: 128 };
+        let p = keys.profile();
+        let mut peer_tx = SrtpContext::new(p, keys.local_key(), keys.local_salt(), cfg).unwrap();
+        let mut peer_rx = SrtpContext::new(p, keys.remote_key(), keys.remote_salt(), cfg).unwrap();
+        let rtp = [0x80u8, 0, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4, 9, 9, 9, 9];
+        let mut buf = [0u8; 64];
+        buf[..16].copy_from_slice(&rtp);
+        let n = peer_tx.protect_rtp(&mut buf, 16).unwrap();
+        assert_eq!(inbound.unprotect_rtp(&mut buf[..n]).unwrap(), 16);
+        assert_eq!(&buf[..16], &rtp);
+        let n = outbound.protect_rtp(&mut buf, 16).unwrap();
+        assert_eq!(peer_rx.unprotect_rtp(&mut buf[..n]).unwrap(), 16);
+        assert_eq!(&buf[..16], &rtp);
+    }
+}

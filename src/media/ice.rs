@@ -273,6 +273,44 @@ fn write_success(
     Some(at)
 }
 
+/// A Binding request as an ICE agent sends it (USERNAME, optional USE-CANDIDATE,
+/// MESSAGE-INTEGRITY keyed with `pwd`, FINGERPRINT), for tests.
+#[cfg(test)]
+pub(crate) fn binding_request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&BINDING_REQUEST.to_be_bytes());
+    m.extend_from_slice(&[0, 0]);
+    m.extend_from_slice(&MAGIC.to_be_bytes());
+    m.extend_from_slice(&[7u8; 12]);
+    m.extend_from_slice(&ATTR_USERNAME.to_be_bytes());
+    m.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    m.extend_from_slice(username.as_bytes());
+    while m.len() % 4 != 0 {
+        m.push(0);
+    }
+    if use_candidate {
+        m.extend_from_slice(&ATTR_USE_CANDIDATE.to_be_bytes());
+        m.extend_from_slice(&[0, 0]);
+    }
+    let mi = m.len();
+    let mac = hmac(
+        pwd.as_bytes(),
+        &header_with_len(&m, mi + 24 - HEADER),
+        &m[HEADER..mi],
+    );
+    m.extend_from_slice(&ATTR_MESSAGE_INTEGRITY.to_be_bytes());
+    m.extend_from_slice(&20u16.to_be_bytes());
+    m.extend_from_slice(&mac);
+    let fp = m.len();
+    let crc = crc32(&[&header_with_len(&m, fp + 8 - HEADER), &m[HEADER..fp]]) ^ FINGERPRINT_XOR;
+    m.extend_from_slice(&ATTR_FINGERPRINT.to_be_bytes());
+    m.extend_from_slice(&4u16.to_be_bytes());
+    m.extend_from_slice(&crc.to_be_bytes());
+    let len = (m.len() - HEADER) as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -538,11 +538,12 @@ impl Worker {
         ms
     }
 
-    /// Runs due DTLS timers and forgets slots whose handshakes are over.
+    /// Runs due DTLS timers and forgets slots whose handshakes are over (in place: nothing is
+    /// allocated on the worker loop).
     fn dtls_timers(&mut self, now: Instant) {
-        let list = std::mem::take(&mut self.handshaking);
-        let mut keep = Vec::with_capacity(list.len());
-        for i in list {
+        let mut k = 0;
+        while k < self.handshaking.len() {
+            let i = self.handshaking[k];
             for leg_i in 0..2 {
                 let due = match self.slots.get(i) {
                     Some(Some(s)) => s.legs[leg_i]
@@ -571,17 +572,12 @@ impl Worker {
                     .any(|l| l.dtls.as_ref().is_some_and(|d| d.handshaking())),
                 _ => false,
             };
-            if running && !keep.contains(&i) {
-                keep.push(i);
+            if running {
+                k += 1;
+            } else {
+                self.handshaking.swap_remove(k);
             }
         }
-        // Slots added while running the timers (none today) are kept too.
-        for i in std::mem::take(&mut self.handshaking) {
-            if !keep.contains(&i) {
-                keep.push(i);
-            }
-        }
-        self.handshaking = keep;
     }
 
     /// A DTLS or STUN datagram on a DTLS leg's RTP socket.
