@@ -894,6 +894,12 @@ mod tests {
     #[test]
     fn ports_out_of_range_are_named() {
         assert_eq!(keys("[media]\nport_min = 70000\n"), vec!["media.port_min"]);
+        for bad in ["0", "61", "\"10\""] {
+            assert_eq!(
+                keys(&format!("[media]\ndtls_handshake_timeout_secs = {bad}\n")),
+                vec!["media.dtls_handshake_timeout_secs"]
+            );
+        }
         let e = errors("[sip]\nlisten = [\"127.0.0.1:70000\"]\n");
         assert_eq!(e[0].key, "sip.listen[0]");
         assert!(e[0].reason.contains("out of range"));
