@@ -233,6 +233,9 @@ pub struct MediaConfig {
     pub relatch_packets: u32,
     /// SRTP suites srtp-edge accepts and offers, most preferred first.
     pub suites: Vec<Profile>,
+    /// A DTLS-SRTP handshake not complete this many seconds after our SDP went out ends the
+    /// call (1-60).
+    pub dtls_handshake_timeout_secs: u32,
 }
 
 /// The whole validated configuration. Immutable once built.
@@ -418,6 +421,7 @@ struct RawMedia {
     replay_window: i64,
     relatch_packets: i64,
     suites: Vec<String>,
+    dtls_handshake_timeout_secs: i64,
 }
 
 impl Default for RawMedia {
@@ -437,6 +441,7 @@ impl Default for RawMedia {
                 .iter()
                 .map(|p| p.sdes_name().into())
                 .collect(),
+            dtls_handshake_timeout_secs: 10,
         }
     }
 }
@@ -870,6 +875,12 @@ impl Validator {
             relatch_packets: self.range("media.relatch_packets", raw.relatch_packets, 0, 1000)
                 as u32,
             suites,
+            dtls_handshake_timeout_secs: self.range(
+                "media.dtls_handshake_timeout_secs",
+                raw.dtls_handshake_timeout_secs,
+                1,
+                60,
+            ) as u32,
         }
     }
 
@@ -1136,6 +1147,12 @@ mod tests {
     #[test]
     fn ports_out_of_range_are_named() {
         assert_eq!(keys("[media]\nport_min = 70000\n"), vec!["media.port_min"]);
+        for bad in ["0", "61", "\"10\""] {
+            assert_eq!(
+                keys(&format!("[media]\ndtls_handshake_timeout_secs = {bad}\n")),
+                vec!["media.dtls_handshake_timeout_secs"]
+            );
+        }
         let e = errors("[sip]\nlisten = [\"127.0.0.1:70000\"]\n");
         assert_eq!(e[0].key, "sip.listen[0]");
         assert!(e[0].reason.contains("out of range"));

@@ -196,10 +196,24 @@ async fn run(cfg: Config) -> Result<(), String> {
         tracing::info!(backend = %b.name, protocol = ?backend.protocol(), "fork backend ready");
         backends.push(backend);
     }
-    let calls = srtp_edge::media::calls::Calls::with_forks(
+    // One DTLS identity per run (ECDSA P-256, rotated on restart); its sha-256 fingerprint goes
+    // in the SDP of every DTLS-SRTP leg.
+    let identity = std::sync::Arc::new(
+        srtp_edge::dtls::DtlsIdentity::generate().map_err(|e| format!("DTLS identity: {e}"))?,
+    );
+    let handshake = srtp_edge::dtls::EndpointConfig {
+        handshake_timeout: std::time::Duration::from_secs(u64::from(
+            cfg.media.dtls_handshake_timeout_secs,
+        )),
+        ..Default::default()
+    };
+    let calls = srtp_edge::media::calls::Calls::with_forks_and_dtls(
         engine.clone(),
         srtp_edge::media::calls::ForkBackends::new(backends, tokio::runtime::Handle::current()),
-    );
+        identity,
+        &handshake,
+    )
+    .map_err(|e| format!("DTLS configuration: {e}"))?;
     {
         let calls = calls.clone();
         let mut stop = stop_rx.clone();
@@ -212,6 +226,9 @@ async fn run(cfg: Config) -> Result<(), String> {
                         }
                         Some(srtp_edge::media::worker::Event::Fork { key, event }) => {
                             calls.fork_event(key, event)
+                        }
+                        Some(srtp_edge::media::worker::Event::DtlsFailed { key, reason, .. }) => {
+                            calls.dtls_failed(key, &reason)
                         }
                         None => break,
                     },

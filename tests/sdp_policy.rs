@@ -458,3 +458,67 @@ fn offers_without_audio_or_address_are_refused() {
         PolicyError::Sdp(_)
     ));
 }
+
+#[test]
+fn chrome_offer_is_answered_with_our_dtls_and_ice_lite_and_the_other_leg_gets_sdes() {
+    use srtp_edge::sdp::policy::{
+        rewrite_answer_keyed, rewrite_offer_keyed, AnswerKeying, DtlsPlan, OfferKeying,
+    };
+    let sdp = Sdp::parse(CHROME_OFFER).unwrap();
+    let info = inspect_offer(&sdp).unwrap();
+    // The other leg: SDES only, nothing of Chrome's transport or keying.
+    let plan = OfferPlan {
+        local: local("203.0.113.9", 40000, true),
+        keys: SdesKey::generate_all(&[Profile::AeadAes128Gcm]).unwrap(),
+    };
+    let b_offer = rewrite_offer_keyed(&sdp, &[Some(OfferKeying::Sdes(&plan)), None])
+        .unwrap()
+        .write();
+    assert!(b_offer.contains("m=audio 40000 RTP/SAVPF 111"), "{b_offer}");
+    assert!(b_offer.contains("a=crypto:1 AEAD_AES_128_GCM inline:"));
+    for leaked in ["fingerprint", "ice-ufrag", "candidate", "setup", "0.0.0.0"] {
+        assert!(
+            !b_offer.contains(leaked),
+            "{leaked} crossed legs: {b_offer}"
+        );
+    }
+    // B's SDES answer becomes a DTLS answer to Chrome.
+    let b_answer = Sdp::parse(&format!(
+        "v=0\r\no=- 1 1 IN IP4 198.51.100.2\r\ns=-\r\nc=IN IP4 198.51.100.2\r\nt=0 0\r\n\
+m=audio 3000 RTP/SAVPF 111\r\na=mid:0\r\na=rtcp-mux\r\n\
+a=crypto:1 AEAD_AES_128_GCM inline:{}\r\nm=video 0 RTP/SAVPF 96\r\n",
+        key(3, Profile::AeadAes128Gcm)
+    ))
+    .unwrap();
+    let dtls = DtlsPlan {
+        local: local("203.0.113.9", 40002, true),
+        fingerprint: "sha-256 AA:BB".into(),
+        setup: "active",
+        tls_id: "abcdefghijklmnopqrstuvwxyz".into(),
+        ice: Some(("ufrag123".into(), "pwd-of-twenty-four-chars".into())),
+    };
+    let a_answer = rewrite_answer_keyed(&b_answer, &info, &[Some(AnswerKeying::Dtls(&dtls)), None])
+        .unwrap()
+        .write();
+    let session = &a_answer[..a_answer.find("m=audio").unwrap()];
+    assert!(
+        session.contains("a=ice-lite\r\n"),
+        "session-level ice-lite: {a_answer}"
+    );
+    for line in [
+        "m=audio 40002 UDP/TLS/RTP/SAVPF 111\r\n",
+        "a=rtcp-mux\r\n",
+        "a=fingerprint:sha-256 AA:BB\r\n",
+        "a=setup:active\r\n",
+        "a=tls-id:abcdefghijklmnopqrstuvwxyz\r\n",
+        "a=ice-ufrag:ufrag123\r\n",
+        "a=ice-pwd:pwd-of-twenty-four-chars\r\n",
+        "a=candidate:1 1 udp 2130706431 203.0.113.9 40002 typ host\r\n",
+        "a=end-of-candidates\r\n",
+        "m=video 0 ",
+    ] {
+        assert!(a_answer.contains(line), "missing {line:?}: {a_answer}");
+    }
+    assert!(!a_answer.contains("a=crypto"), "no SDES key on a DTLS leg");
+    assert!(!a_answer.contains("198.51.100.2"), "B's address hidden");
+}

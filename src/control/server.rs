@@ -222,7 +222,15 @@ impl NgServer {
             suites: &suites,
         };
         let result = if req.command == Command::Offer {
-            self.calls.offer(&n)
+            // DTLS-SRTP towards the other side when asked for (ng DTLS=passive|active, or a
+            // DTLS transport-protocol); SDES otherwise.
+            let dtls = matches!(req.dtls, Some(ng::DtlsMode::Passive | ng::DtlsMode::Active))
+                || req
+                    .transport_protocol
+                    .as_deref()
+                    .is_some_and(|t| t.to_ascii_uppercase().starts_with("UDP/TLS/RTP/SAVP"));
+            self.calls
+                .offer_with(&n, &crate::media::calls::OfferOptions { dtls })
         } else {
             self.calls.answer(&n)
         };

@@ -235,9 +235,19 @@ impl Endpoint {
             self.fail(map_error(e), false);
             return;
         }
-        if let Err(e) = self.dtls.handle_packet(data) {
-            self.fail(map_error(e), false);
-            return;
+        match self.dtls.handle_packet(data) {
+            Ok(()) => {}
+            // A record that does not decrypt (a stray record of an older association, say the
+            // close_notify of a peer connection being replaced, or a forgery) is discarded
+            // (RFC 6347 section 4.1.2.7); it must not end a handshake anyone can reach.
+            Err(dimpl::Error::CryptoError(_)) => {
+                self.ignored = self.ignored.saturating_add(1);
+                return;
+            }
+            Err(e) => {
+                self.fail(map_error(e), false);
+                return;
+            }
         }
         self.pump();
     }

@@ -17,15 +17,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::dtls_leg::DtlsLeg;
 use super::engine::Engine;
+use super::ice::IceCredentials;
 use super::latch::Latch;
 use super::ports::PoolError;
 use super::relay::Leg;
 use super::worker::{CallCounters, Command, ForkTap, LegSetup, LegUpdate};
+use crate::dtls::{
+    setup as dtls_setup, DtlsConfig, DtlsIdentity, Endpoint, EndpointConfig, PeerFingerprints,
+    Role, Setup as DtlsSetup, TlsId,
+};
 use crate::fork::{spawn_fork, Backend, CallInfo, ForkEvent, ForkMode, ForkStats, Track, G711};
 use crate::redact::Redacted;
 use crate::sdp::policy::{
-    self, AnswerPlan, LocalMedia, OfferInfo, OfferPlan, PolicyError, SdesKey,
+    self, AnswerKeying, AnswerPlan, DtlsPlan, LocalMedia, OfferInfo, OfferKeying, OfferPlan,
+    PolicyError, SdesKey,
 };
 use crate::sdp::{MediaSection, Sdp};
 use crate::srtp::{ContextConfig, Profile, SrtpContext};
@@ -119,6 +126,14 @@ pub struct Negotiation<'a> {
     pub suites: &'a [Profile],
 }
 
+/// Options of an offer beyond its SDP, from the control plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OfferOptions {
+    /// Offer DTLS-SRTP (with ICE-lite) to the other side instead of SDES (ng `DTLS=passive` or
+    /// `active`, or `transport-protocol: UDP/TLS/RTP/SAVP(F)`).
+    pub dtls: bool,
+}
+
 /// One side's leg as signaling knows it.
 #[derive(Debug)]
 struct LegSig {
@@ -130,12 +145,53 @@ struct LegSig {
     /// The party's signalled RTP address.
     signalled: Option<SocketAddr>,
     rtcp_mux: bool,
+    /// The DTLS association on this leg, if it is keyed with DTLS-SRTP.
+    dtls: Option<LegDtls>,
+}
+
+/// A leg's DTLS association as signaling knows it: a re-offer or re-answer with the same peer
+/// fingerprints and tls-id keeps it (no new handshake, RFC 8842); anything else starts a new
+/// one, which re-keys the leg when it completes.
+#[derive(Debug)]
+struct LegDtls {
+    fingerprints: PeerFingerprints,
+    tls_id: Option<String>,
+    role: Role,
+    ours_tls_id: String,
+    ice: Option<IceCredentials>,
+}
+
+impl LegDtls {
+    fn keeps(&self, fingerprints: &PeerFingerprints, tls_id: &Option<String>) -> bool {
+        self.fingerprints.same_set(fingerprints) && &self.tls_id == tls_id
+    }
+}
+
+/// What srtp-edge needs to terminate DTLS-SRTP: its certificate and the handshake settings.
+struct DtlsContext {
+    identity: Arc<DtlsIdentity>,
+    cfg: DtlsConfig,
+}
+
+/// An offerer that keys its leg with DTLS-SRTP (srtp-edge answers it and runs the handshake).
+struct DtlsOffer {
+    fingerprints: PeerFingerprints,
+    setup: DtlsSetup,
+    /// The peer's `a=tls-id`.
+    tls_id: Option<String>,
+    /// The offerer does ICE (it sent ufrag and pwd): we answer as ICE-lite.
+    ice: bool,
 }
 
 /// An offer waiting for its answer.
 struct Pending {
     /// Side that offered.
     side: usize,
+    /// Set when the offerer keys with DTLS-SRTP (then the SDES fields below are unused).
+    offerer_dtls: Option<DtlsOffer>,
+    /// Set when we offered DTLS-SRTP to the other side: our ICE-lite credentials and tls-id
+    /// there (then `offered` is empty).
+    other_dtls: Option<(IceCredentials, String)>,
     /// The offer as inspected (the answer back to it is built from this).
     offer: OfferInfo,
     /// The m-line relayed.
@@ -321,6 +377,7 @@ pub struct Calls {
     stats: Mutex<EndStats>,
     forks: Option<ForkBackends>,
     hangups: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    dtls: Option<DtlsContext>,
 }
 
 /// How calls have ended since start (ng `statistics`).
@@ -332,6 +389,8 @@ pub struct EndStats {
     pub timed_out: u64,
     /// Offers and answers refused.
     pub refused: u64,
+    /// Calls ended because a DTLS-SRTP handshake failed.
+    pub dtls_failed: u64,
 }
 
 /// What a call looked like when asked (`query`) or when it ended (`delete`).
@@ -371,15 +430,49 @@ impl std::fmt::Debug for Calls {
 impl Calls {
     /// A call table over a running engine, without fork backends.
     pub fn new(engine: Arc<Engine>) -> Arc<Calls> {
-        Calls::build(engine, None)
+        Calls::build(engine, None, None)
     }
 
     /// A call table whose calls can be forked to the given backends.
     pub fn with_forks(engine: Arc<Engine>, forks: ForkBackends) -> Arc<Calls> {
-        Calls::build(engine, Some(forks))
+        Calls::build(engine, Some(forks), None)
     }
 
-    fn build(engine: Arc<Engine>, forks: Option<ForkBackends>) -> Arc<Calls> {
+    /// A call table that also terminates DTLS-SRTP with `identity` (its sha-256 fingerprint
+    /// goes in our SDP), handshakes bounded by `handshake`.
+    pub fn with_dtls(
+        engine: Arc<Engine>,
+        identity: Arc<DtlsIdentity>,
+        handshake: &EndpointConfig,
+    ) -> Result<Arc<Calls>, crate::dtls::FailReason> {
+        let cfg = handshake.build()?;
+        Ok(Self::build(
+            engine,
+            None,
+            Some(DtlsContext { identity, cfg }),
+        ))
+    }
+
+    /// The daemon's call table: fork backends and DTLS-SRTP both available.
+    pub fn with_forks_and_dtls(
+        engine: Arc<Engine>,
+        forks: ForkBackends,
+        identity: Arc<DtlsIdentity>,
+        handshake: &EndpointConfig,
+    ) -> Result<Arc<Calls>, crate::dtls::FailReason> {
+        let cfg = handshake.build()?;
+        Ok(Self::build(
+            engine,
+            Some(forks),
+            Some(DtlsContext { identity, cfg }),
+        ))
+    }
+
+    fn build(
+        engine: Arc<Engine>,
+        forks: Option<ForkBackends>,
+        dtls: Option<DtlsContext>,
+    ) -> Arc<Calls> {
         let replay_window = engine.cfg.replay_window;
         let relatch = engine.cfg.relatch_packets;
         Arc::new(Calls {
@@ -392,6 +485,7 @@ impl Calls {
             stats: Mutex::new(EndStats::default()),
             forks,
             hangups: Mutex::new(None),
+            dtls,
         })
     }
 
@@ -450,10 +544,20 @@ impl Calls {
     /// Handles an offer: checks it against the policy, anchors the call (new or known), and
     /// returns the SDP to send to the other party.
     pub fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
-        self.offer_inner(n).map_err(|e| self.refused(e))
+        self.offer_with(n, &OfferOptions::default())
     }
 
-    fn offer_inner(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+    /// [`offer`](Self::offer) with options from the control plane (ng `DTLS`,
+    /// `transport-protocol`).
+    pub fn offer_with(
+        &self,
+        n: &Negotiation<'_>,
+        opts: &OfferOptions,
+    ) -> Result<String, CallError> {
+        self.offer_inner(n, opts).map_err(|e| self.refused(e))
+    }
+
+    fn offer_inner(&self, n: &Negotiation<'_>, opts: &OfferOptions) -> Result<String, CallError> {
         let sdp = Sdp::parse_bytes(n.sdp).map_err(PolicyError::from)?;
         let info = policy::inspect_offer(&sdp)?;
         // srtp-edge relays the first accepted audio stream; further ones are rejected (port 0).
@@ -464,12 +568,22 @@ impl Calls {
             .ok_or(PolicyError::NoAudio)?;
         let m = &info.media[index];
         let offered_g711 = sdp.media.get(index).is_some_and(offers_g711);
-        let chosen = policy::choose_crypto(m, n.suites)?;
-        let offerer_key = zeroize::Zeroizing::new(chosen.key.as_bytes().to_vec());
-        // The suite was checked usable, so its key length is right; check anyway before
-        // anchoring anything.
-        self.ctx(chosen.suite, &offerer_key)?;
-        let (offerer_tag, offerer_suite) = (chosen.tag, chosen.suite);
+        let offerer_dtls = self.dtls_offer(m)?;
+        let (offerer_tag, offerer_suite, offerer_key) = if offerer_dtls.is_some() {
+            // Placeholders: a DTLS leg's keys come from its handshake.
+            (
+                0,
+                Profile::AesCm128HmacSha1_80,
+                zeroize::Zeroizing::new(Vec::new()),
+            )
+        } else {
+            let chosen = policy::choose_crypto(m, n.suites)?;
+            let offerer_key = zeroize::Zeroizing::new(chosen.key.as_bytes().to_vec());
+            // The suite was checked usable, so its key length is right; check anyway before
+            // anchoring anything.
+            self.ctx(chosen.suite, &offerer_key)?;
+            (chosen.tag, chosen.suite, offerer_key)
+        };
         let (offerer_rtp, offerer_rtcp, offerer_mux) = (m.rtp, m.rtcp, m.rtcp_mux);
         let peer_v6 = offerer_rtp.is_some_and(|a| a.is_ipv6());
 
@@ -511,25 +625,68 @@ impl Calls {
             rtcp_port: Some(leg.rtp_port + 1),
             rtcp_mux: true,
         };
-        // rewrite_offer consumes plans by reference; keys are moved back out afterwards.
-        let mut plans: Vec<Option<OfferPlan>> = (0..info.media.len()).map(|_| None).collect();
-        plans[index] = Some(OfferPlan {
-            local,
-            keys: offered,
-        });
-        let out = policy::rewrite_offer(&sdp, &plans)?;
-        let offered = plans.swap_remove(index).map(|p| p.keys).unwrap_or_default();
+        let (out, offered, other_dtls) = if opts.dtls {
+            // DTLS-SRTP towards the other side: our fingerprint, actpass, ICE-lite.
+            let ctx = self
+                .dtls
+                .as_ref()
+                .ok_or(PolicyError::DtlsUnavailable { index })?;
+            // A running association keeps our tls-id and ICE credentials (RFC 8842).
+            let (ice, tls_id) = match &leg.dtls {
+                Some(LegDtls {
+                    ice: Some(ice),
+                    ours_tls_id,
+                    ..
+                }) => (ice.clone(), ours_tls_id.clone()),
+                _ => (
+                    IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?,
+                    TlsId::generate()
+                        .map_err(|_| PolicyError::KeyGen)?
+                        .as_str()
+                        .to_string(),
+                ),
+            };
+            let plan = DtlsPlan {
+                local: LocalMedia {
+                    rtcp_port: None,
+                    ..local
+                },
+                fingerprint: ctx.identity.sdp_fingerprint(),
+                setup: dtls_setup::offer_setup().as_str(),
+                tls_id: tls_id.clone(),
+                ice: Some((ice.ufrag.clone(), ice.pwd.clone())),
+            };
+            let mut plans: Vec<Option<OfferKeying<'_>>> =
+                (0..info.media.len()).map(|_| None).collect();
+            plans[index] = Some(OfferKeying::Dtls(&plan));
+            let out = policy::rewrite_offer_keyed(&sdp, &plans)?;
+            (out, Vec::new(), Some((ice, tls_id)))
+        } else {
+            // rewrite_offer consumes plans by reference; keys are moved back out afterwards.
+            let mut plans: Vec<Option<OfferPlan>> = (0..info.media.len()).map(|_| None).collect();
+            plans[index] = Some(OfferPlan {
+                local,
+                keys: offered,
+            });
+            let out = policy::rewrite_offer(&sdp, &plans)?;
+            let offered = plans.swap_remove(index).map(|p| p.keys).unwrap_or_default();
+            (out, offered, None)
+        };
 
         if new_call {
-            // The offerer's leg can decrypt at once; nothing can be sent until the answer.
-            let inbound = self.ctx(offerer_suite, &offerer_key)?;
+            // The offerer's leg can decrypt at once (SDES); nothing can be sent until the answer.
+            let inbound = if offerer_dtls.is_some() {
+                None
+            } else {
+                Some(self.ctx(offerer_suite, &offerer_key)?)
+            };
             self.engine
                 .worker(call.key)
                 .send(Command::Update {
                     key: call.key,
                     leg: side,
                     update: Box::new(LegUpdate {
-                        inbound: Some(inbound),
+                        inbound,
                         outbound: None,
                         signalled: Some((
                             offerer_rtp,
@@ -537,6 +694,7 @@ impl Calls {
                         )),
                         rtcp_mux: Some(offerer_mux),
                         relatch: false,
+                        dtls: None,
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -544,6 +702,8 @@ impl Calls {
         call.tags[side].get_or_insert_with(|| n.from_tag.to_string());
         call.pending = Some(Pending {
             side,
+            offerer_dtls,
+            other_dtls,
             offer: info,
             index,
             offerer_tag,
@@ -590,6 +750,7 @@ impl Calls {
             suite: None,
             signalled: None,
             rtcp_mux: false,
+            dtls: None,
         };
         let legs = [sig(v6a, a.rtp_port), sig(v6b, b.rtp_port)];
         let setup = |p: super::ports::PortPair| LegSetup {
@@ -602,6 +763,7 @@ impl Calls {
                 rtcp_latch: Latch::new(None, self.relatch),
                 rtcp_mux: false,
             },
+            dtls: None,
         };
         let (pa, pb) = (a.rtp_port, b.rtp_port);
         if self
@@ -648,31 +810,92 @@ impl Calls {
         let mut table = lock(&self.table);
         let call = table.get_mut(n.call_id).ok_or(CallError::UnknownCall)?;
         let pending = call.pending.as_ref().ok_or(CallError::NoPendingOffer)?;
-        let ans = policy::inspect_answer(&sdp, &pending.offered_suites)?;
-        let chosen = ans
-            .chosen(pending.index)
-            .ok_or(PolicyError::AnswerCryptoMismatch {
-                index: pending.index,
-            })?;
         let side = pending.side;
         let other = 1 - side;
         let pending_index = pending.index;
-        // Tags are 1..n in offer order.
-        let ours_to_other = pending.offered.get(chosen.tag as usize - 1).ok_or(
-            PolicyError::AnswerCryptoMismatch {
-                index: pending.index,
-            },
-        )?;
-        let other_in = self.ctx(chosen.suite, chosen.key.as_bytes())?;
-        let other_out = self.ctx(chosen.suite, ours_to_other.key.as_bytes())?;
-        let am = &ans.media[pending.index];
-        let (other_rtp, other_rtcp, other_mux) = (am.rtp, am.rtcp, am.rtcp_mux);
+        let mut new_other_state: Option<LegDtls> = None;
+        let mut new_offerer_state: Option<LegDtls> = None;
+        let (other_in, other_out, other_suite, mut other_dtls, other_rtp, other_rtcp, other_mux) =
+            match &pending.other_dtls {
+                None => {
+                    let ans = policy::inspect_answer(&sdp, &pending.offered_suites)?;
+                    let chosen =
+                        ans.chosen(pending.index)
+                            .ok_or(PolicyError::AnswerCryptoMismatch {
+                                index: pending.index,
+                            })?;
+                    // Tags are 1..n in offer order.
+                    let ours_to_other = pending.offered.get(chosen.tag as usize - 1).ok_or(
+                        PolicyError::AnswerCryptoMismatch {
+                            index: pending.index,
+                        },
+                    )?;
+                    let other_in = self.ctx(chosen.suite, chosen.key.as_bytes())?;
+                    let other_out = self.ctx(chosen.suite, ours_to_other.key.as_bytes())?;
+                    let am = &ans.media[pending.index];
+                    (
+                        Some(other_in),
+                        Some(other_out),
+                        Some(chosen.suite),
+                        None,
+                        am.rtp,
+                        am.rtcp,
+                        am.rtcp_mux,
+                    )
+                }
+                Some((our_ice, ours_tls_id)) => {
+                    // We offered DTLS-SRTP to this side: its answer says our role and its
+                    // certificate's fingerprint.
+                    let am = policy::inspect_answer_dtls(
+                        &sdp,
+                        pending.offer.media.len(),
+                        pending.index,
+                    )?;
+                    let dtls = self.dtls_offer(&am)?.ok_or(PolicyError::DtlsUnavailable {
+                        index: pending.index,
+                    })?;
+                    let role = dtls_setup::role_from_answer(dtls_setup::offer_setup(), dtls.setup)
+                        .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=setup")))?;
+                    let ctx = self.dtls.as_ref().ok_or(PolicyError::DtlsUnavailable {
+                        index: pending.index,
+                    })?;
+                    let ice = if dtls.ice {
+                        Some(our_ice.clone())
+                    } else {
+                        None
+                    };
+                    let kept = call.legs[other].dtls.as_ref().is_some_and(|k| {
+                        k.keeps(&dtls.fingerprints, &dtls.tls_id) && k.role == role
+                    });
+                    let leg = if kept {
+                        None
+                    } else {
+                        let endpoint = Endpoint::new(
+                            &ctx.identity,
+                            role,
+                            dtls.fingerprints.clone(),
+                            &ctx.cfg,
+                            Instant::now(),
+                        );
+                        new_other_state = Some(LegDtls {
+                            fingerprints: dtls.fingerprints,
+                            tls_id: dtls.tls_id,
+                            role,
+                            ours_tls_id: ours_tls_id.clone(),
+                            ice: Some(our_ice.clone()),
+                        });
+                        Some(Box::new(DtlsLeg::new(
+                            endpoint,
+                            ice,
+                            am.rtp,
+                            self.replay_window,
+                        )))
+                    };
+                    (None, None, None, leg, am.rtp, None, true)
+                }
+            };
 
-        // Our key towards the offerer, in the suite we chose from its offer.
-        let ours_to_offerer = SdesKey::generate(pending.offerer_suite)?;
-        let offerer_in = self.ctx(pending.offerer_suite, &pending.offerer_key)?;
-        let offerer_out = self.ctx(pending.offerer_suite, ours_to_offerer.key.as_bytes())?;
-        let offerer_mux = pending.offerer_mux;
+        let offerer_mux = pending.offerer_mux || pending.offerer_dtls.is_some();
         let leg = &call.legs[side];
         let local = LocalMedia {
             addr: self.advertised(leg),
@@ -680,14 +903,90 @@ impl Calls {
             rtcp_port: Some(leg.rtp_port + 1),
             rtcp_mux: true,
         };
-        let mut plans: Vec<Option<AnswerPlan>> =
-            (0..pending.offer.media.len()).map(|_| None).collect();
-        plans[pending.index] = Some(AnswerPlan {
-            local,
-            tag: pending.offerer_tag,
-            key: ours_to_offerer,
-        });
-        let out = policy::rewrite_answer(&sdp, &pending.offer, &plans)?;
+        // The offerer's leg: our SDES key towards it in the suite we chose from its offer, or a
+        // DTLS-SRTP handshake whose keys replace the contexts when it completes.
+        let (offerer_in, offerer_out, offerer_dtls, out) = match &pending.offerer_dtls {
+            None => {
+                let ours_to_offerer = SdesKey::generate(pending.offerer_suite)?;
+                let offerer_in = self.ctx(pending.offerer_suite, &pending.offerer_key)?;
+                let offerer_out =
+                    self.ctx(pending.offerer_suite, ours_to_offerer.key.as_bytes())?;
+                let plan = AnswerPlan {
+                    local,
+                    tag: pending.offerer_tag,
+                    key: ours_to_offerer,
+                };
+                let mut plans: Vec<Option<AnswerKeying<'_>>> =
+                    (0..pending.offer.media.len()).map(|_| None).collect();
+                plans[pending.index] = Some(AnswerKeying::Sdes(&plan));
+                let out = policy::rewrite_answer_keyed(&sdp, &pending.offer, &plans)?;
+                (Some(offerer_in), Some(offerer_out), None, out)
+            }
+            Some(d) => {
+                let ctx = self.dtls.as_ref().ok_or(PolicyError::DtlsUnavailable {
+                    index: pending.index,
+                })?;
+                let kept = call.legs[side]
+                    .dtls
+                    .as_ref()
+                    .filter(|k| k.keeps(&d.fingerprints, &d.tls_id));
+                let (our_setup, role) = dtls_setup::answer_setup(d.setup, kept.map(|k| k.role))
+                    .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=setup")))?;
+                let kept = kept.filter(|k| k.role == role);
+                let ice = match kept {
+                    Some(k) if d.ice => k.ice.clone(),
+                    _ if d.ice => {
+                        Some(IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?)
+                    }
+                    _ => None,
+                };
+                let tls_id = match kept {
+                    Some(k) => k.ours_tls_id.clone(),
+                    None => TlsId::generate()
+                        .map_err(|_| PolicyError::KeyGen)?
+                        .as_str()
+                        .to_string(),
+                };
+                let keep_association = kept.is_some();
+                let plan = DtlsPlan {
+                    local: LocalMedia {
+                        rtcp_port: None,
+                        ..local
+                    },
+                    fingerprint: ctx.identity.sdp_fingerprint(),
+                    setup: our_setup.as_str(),
+                    tls_id: tls_id.clone(),
+                    ice: ice.as_ref().map(|c| (c.ufrag.clone(), c.pwd.clone())),
+                };
+                let mut plans: Vec<Option<AnswerKeying<'_>>> =
+                    (0..pending.offer.media.len()).map(|_| None).collect();
+                plans[pending.index] = Some(AnswerKeying::Dtls(&plan));
+                let out = policy::rewrite_answer_keyed(&sdp, &pending.offer, &plans)?;
+                if keep_association {
+                    // Same peer certificate and tls-id: the running association and its keys
+                    // stay (a re-INVITE that changes nothing must not re-handshake).
+                    (None, None, None, out)
+                } else {
+                    let endpoint = Endpoint::new(
+                        &ctx.identity,
+                        role,
+                        d.fingerprints.clone(),
+                        &ctx.cfg,
+                        Instant::now(),
+                    );
+                    new_offerer_state = Some(LegDtls {
+                        fingerprints: d.fingerprints.clone(),
+                        tls_id: d.tls_id.clone(),
+                        role,
+                        ours_tls_id: tls_id,
+                        ice: ice.clone(),
+                    });
+                    let leg = DtlsLeg::new(endpoint, ice, pending.offerer_rtp, self.replay_window);
+                    (None, None, Some(Box::new(leg)), out)
+                }
+            }
+        };
+        let mut offerer_dtls = offerer_dtls;
 
         let worker = self.engine.worker(call.key);
         let (offerer_rtp, offerer_rtcp) = (pending.offerer_rtp, pending.offerer_rtcp);
@@ -707,11 +1006,16 @@ impl Calls {
                     key: call.key,
                     leg: leg_i,
                     update: Box::new(LegUpdate {
-                        inbound: Some(inbound),
-                        outbound: Some(outbound),
+                        inbound,
+                        outbound,
                         signalled: Some((rtp, if mux { None } else { rtcp })),
                         rtcp_mux: Some(mux),
                         relatch: false,
+                        dtls: if leg_i == side {
+                            offerer_dtls.take()
+                        } else {
+                            other_dtls.take()
+                        },
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -719,10 +1023,20 @@ impl Calls {
             l.signalled = rtp;
             l.rtcp_mux = mux;
         }
-        call.legs[side].suite = Some(pending.offerer_suite);
-        call.legs[other].suite = Some(chosen.suite);
+        call.legs[side].suite = if pending.offerer_dtls.is_some() {
+            None
+        } else {
+            Some(pending.offerer_suite)
+        };
+        call.legs[other].suite = other_suite;
         if let Some(t) = n.to_tag {
             call.tags[other].get_or_insert_with(|| t.to_string());
+        }
+        if let Some(st) = new_offerer_state {
+            call.legs[side].dtls = Some(st);
+        }
+        if let Some(st) = new_other_state {
+            call.legs[other].dtls = Some(st);
         }
         call.pending = None;
         call.last_signal = SystemTime::now();
@@ -997,6 +1311,58 @@ impl Calls {
         lock(&self.stats).timed_out += 1;
         metrics::counter!(CALLS_TOTAL, "end" => "timeout").increment(1);
         tracing::info!(call = %Redacted(call_id.as_str()), "call ended: no media for the timeout");
+    }
+
+    /// A worker ended a call because a leg's DTLS-SRTP handshake failed (wrong fingerprint,
+    /// timeout, alert): forget it and free its ports.
+    pub fn dtls_failed(&self, key: u64, reason: &crate::dtls::FailReason) {
+        let Some(call_id) = lock(&self.by_key).remove(&key) else {
+            return;
+        };
+        let Some(call) = lock(&self.table).remove(&call_id) else {
+            return;
+        };
+        self.release(&call);
+        lock(&self.stats).dtls_failed += 1;
+        metrics::counter!(CALLS_TOTAL, "end" => "failed").increment(1);
+        tracing::info!(call = %Redacted(call_id.as_str()), %reason, "call ended: DTLS-SRTP handshake failed");
+    }
+
+    /// Reads the DTLS-SRTP keying of an offered m-line: `Some` when the offerer keys with DTLS
+    /// (a `UDP/TLS/RTP/SAVP(F)` profile, or a fingerprint and no `a=crypto`), `None` for SDES.
+    fn dtls_offer(&self, m: &policy::MediaInfo) -> Result<Option<DtlsOffer>, CallError> {
+        let Some(d) = m.dtls.as_ref() else {
+            return Ok(None);
+        };
+        if !(m.proto.is_dtls() || m.crypto.is_empty()) {
+            return Ok(None);
+        }
+        if self.dtls.is_none() {
+            return Err(PolicyError::DtlsUnavailable { index: m.index }.into());
+        }
+        let lines: Vec<String> = d
+            .fingerprints
+            .iter()
+            .map(|f| format!("a=fingerprint:{f}"))
+            .collect();
+        let fingerprints = PeerFingerprints::from_sdp_lines(lines.iter().map(String::as_str))
+            .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=fingerprint")))?;
+        // RFC 4145: an absent a=setup means active.
+        let setup = match d.setup {
+            Some(s) => DtlsSetup::parse(s.as_str())
+                .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=setup")))?,
+            None => DtlsSetup::Active,
+        };
+        let ice = m
+            .ice
+            .as_ref()
+            .is_some_and(|i| i.ufrag.is_some() && i.pwd.is_some());
+        Ok(Some(DtlsOffer {
+            fingerprints,
+            setup,
+            tls_id: d.tls_id.clone(),
+            ice,
+        }))
     }
 
     /// Ends every call (shutdown).

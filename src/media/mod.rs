@@ -3,7 +3,9 @@
 
 pub mod calls;
 pub mod demux;
+pub mod dtls_leg;
 pub mod engine;
+pub mod ice;
 pub mod latch;
 pub mod ports;
 pub mod relay;

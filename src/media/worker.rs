@@ -17,7 +17,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::demux::{self, Kind};
+use super::dtls_leg::{DtlsLeg, DtlsOutcome};
 use super::relay::{self, Drop, Leg};
+use crate::dtls::FailReason;
 use crate::fork::{ForkEvent, ForkHandle, ForkStats, Track};
 
 /// Largest datagram handled; longer ones are truncated by the kernel and then fail
@@ -161,6 +164,8 @@ pub struct LegSetup {
     pub rtcp: UdpSocket,
     /// SRTP contexts and latches.
     pub leg: Leg,
+    /// DTLS-SRTP keying and ICE-lite of this leg, if it is keyed with DTLS.
+    pub dtls: Option<Box<DtlsLeg>>,
 }
 
 /// A change to a running leg, from the control plane (answer received, re-INVITE, re-key).
@@ -175,6 +180,9 @@ pub struct LegUpdate {
     pub rtcp_mux: Option<bool>,
     /// Forget the latched addresses (new keys: latch again on the first authenticated packet).
     pub relatch: bool,
+    /// Start a DTLS-SRTP handshake on this leg (replacing any running one); the leg's SRTP
+    /// contexts come from it when it completes.
+    pub dtls: Option<Box<DtlsLeg>>,
 }
 
 /// Commands from the control plane.
@@ -243,6 +251,17 @@ pub enum Event {
         key: u64,
         /// What happened.
         event: ForkEvent,
+    },
+    /// A leg's DTLS-SRTP handshake failed; the call was removed (its sockets are closed).
+    DtlsFailed {
+        /// Call key.
+        key: u64,
+        /// The leg (0 = A, 1 = B).
+        leg: usize,
+        /// Why.
+        reason: FailReason,
+        /// Final counters.
+        counters: CallCounters,
     },
 }
 
@@ -376,6 +395,7 @@ pub fn spawn(
             free: Vec::new(),
             by_key: HashMap::new(),
             forks: 0,
+            handshaking: Vec::new(),
         };
         w.run();
     })?;
@@ -394,6 +414,8 @@ struct Worker {
     by_key: HashMap<u64, usize>,
     /// Calls with a fork attached (the fork clock runs while this is not zero).
     forks: usize,
+    /// Slots with a DTLS handshake running (their timers fold into the epoll timeout).
+    handshaking: Vec<usize>,
 }
 
 impl Worker {
@@ -403,14 +425,15 @@ impl Worker {
         let mut last_sweep = Instant::now();
         let mut next_tick = Instant::now() + FORK_TICK;
         loop {
-            let timeout_ms = if self.forks == 0 {
+            let fork_ms = if self.forks == 0 {
                 250
             } else {
                 let left = next_tick.saturating_duration_since(Instant::now());
                 // Round up: waking early would only spin until the deadline.
                 (left.as_micros().div_ceil(1000)).min(250) as i32
             };
-            let n = self.epoll.wait(&mut events, timeout_ms);
+            let wait_ms = self.dtls_wait_ms(Instant::now(), fork_ms);
+            let n = self.epoll.wait(&mut events, wait_ms);
             let mut woken = false;
             // One clock read per batch: good enough for a timeout measured in seconds.
             let now = Instant::now();
@@ -443,6 +466,9 @@ impl Worker {
                     }
                 }
             }
+            if !self.handshaking.is_empty() {
+                self.dtls_timers(Instant::now());
+            }
             if now.duration_since(last_sweep) >= Duration::from_secs(1) {
                 last_sweep = now;
                 self.sweep(now);
@@ -466,6 +492,15 @@ impl Worker {
             Ok(x) => x,
             Err(_) => return,
         };
+        if !on_rtcp && slot.legs[leg_i].dtls.is_some() {
+            match demux::classify(&buf[..len]) {
+                Kind::Dtls | Kind::Stun => {
+                    self.on_dtls_or_stun(slot_i, leg_i, src, buf, len, now);
+                    return;
+                }
+                _ => {}
+            }
+        }
         let [a, b] = &mut slot.legs;
         let (from, to) = if leg_i == 0 { (a, b) } else { (b, a) };
         let fork = slot.fork.as_ref();
@@ -606,6 +641,176 @@ impl Worker {
         if u.relatch {
             l.rtp_latch.reset();
             l.rtcp_latch.reset();
+        }
+        if let Some(d) = u.dtls {
+            let setup = &mut slot.legs[leg];
+            setup.dtls = Some(d);
+            if let Some(&i) = self.by_key.get(&key) {
+                if !self.handshaking.contains(&i) {
+                    self.handshaking.push(i);
+                }
+                // A client's first flight goes out at once.
+                self.flush_dtls(i, leg);
+            }
+        }
+    }
+
+    /// Milliseconds until the next DTLS timer, at most `max`.
+    fn dtls_wait_ms(&self, now: Instant, max: i32) -> i32 {
+        let mut ms = max;
+        for &i in &self.handshaking {
+            let Some(Some(slot)) = self.slots.get(i) else {
+                continue;
+            };
+            for setup in &slot.legs {
+                if let Some(t) = setup.dtls.as_ref().and_then(|d| d.poll_timeout()) {
+                    let d = t.saturating_duration_since(now);
+                    // Round up so the timer has expired when we wake.
+                    let m = i32::try_from(d.as_millis())
+                        .unwrap_or(i32::MAX)
+                        .saturating_add(1);
+                    ms = ms.min(m);
+                }
+            }
+        }
+        ms
+    }
+
+    /// Runs due DTLS timers and forgets slots whose handshakes are over (in place: nothing is
+    /// allocated on the worker loop).
+    fn dtls_timers(&mut self, now: Instant) {
+        let mut k = 0;
+        while k < self.handshaking.len() {
+            let i = self.handshaking[k];
+            for leg_i in 0..2 {
+                let due = match self.slots.get(i) {
+                    Some(Some(s)) => s.legs[leg_i]
+                        .dtls
+                        .as_ref()
+                        .and_then(|d| d.poll_timeout())
+                        .is_some_and(|t| t <= now),
+                    _ => false,
+                };
+                if due {
+                    let outcome = match self.slots.get_mut(i) {
+                        Some(Some(s)) => match s.legs[leg_i].dtls.as_mut() {
+                            Some(d) => d.on_timeout(now),
+                            None => DtlsOutcome::Pending,
+                        },
+                        _ => DtlsOutcome::Pending,
+                    };
+                    self.flush_dtls(i, leg_i);
+                    self.dtls_outcome(i, leg_i, outcome, now);
+                }
+            }
+            let running = match self.slots.get(i) {
+                Some(Some(s)) => s
+                    .legs
+                    .iter()
+                    .any(|l| l.dtls.as_ref().is_some_and(|d| d.handshaking())),
+                _ => false,
+            };
+            if running {
+                k += 1;
+            } else {
+                self.handshaking.swap_remove(k);
+            }
+        }
+    }
+
+    /// A DTLS or STUN datagram on a DTLS leg's RTP socket.
+    fn on_dtls_or_stun(
+        &mut self,
+        slot_i: usize,
+        leg_i: usize,
+        src: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) {
+        let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+            return;
+        };
+        let setup = &mut slot.legs[leg_i];
+        let Some(d) = setup.dtls.as_mut() else {
+            return;
+        };
+        let (msg, rest) = buf.split_at_mut(len);
+        if demux::classify(msg) == Kind::Stun {
+            match d.on_stun(src, msg, rest) {
+                Some(n) => {
+                    if setup.rtp.send_to(&rest[..n], src).is_err() {
+                        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // A peer that re-nominated after a handshake: DTLS answers go there.
+                    self.flush_dtls(slot_i, leg_i);
+                }
+                None => {
+                    slot.counters[leg_i].dropped += 1;
+                    self.stats.drops[Drop::Stun as usize].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        let outcome = d.on_dtls(now, src, msg);
+        self.flush_dtls(slot_i, leg_i);
+        self.dtls_outcome(slot_i, leg_i, outcome, now);
+    }
+
+    /// Sends what the leg's DTLS endpoint has queued.
+    fn flush_dtls(&mut self, slot_i: usize, leg_i: usize) {
+        let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+            return;
+        };
+        let setup = &mut slot.legs[leg_i];
+        let Some(d) = setup.dtls.as_mut() else {
+            return;
+        };
+        while let Some((dgram, to)) = d.poll_transmit() {
+            if setup.rtp.send_to(&dgram, to).is_err() {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn dtls_outcome(&mut self, slot_i: usize, leg_i: usize, outcome: DtlsOutcome, now: Instant) {
+        match outcome {
+            DtlsOutcome::Pending => {}
+            DtlsOutcome::Keyed {
+                inbound,
+                outbound,
+                peer,
+            } => {
+                let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+                    return;
+                };
+                let l = &mut slot.legs[leg_i].leg;
+                l.inbound = Some(*inbound);
+                l.outbound = Some(*outbound);
+                l.rtcp_mux = true;
+                l.rtp_latch.reset();
+                l.rtp_latch.set_signalled(Some(peer));
+                slot.last_media = now;
+            }
+            DtlsOutcome::Failed(reason) => {
+                let Some(key) = self
+                    .slots
+                    .get(slot_i)
+                    .and_then(|s| s.as_ref())
+                    .map(|s| s.key)
+                else {
+                    return;
+                };
+                tracing::info!(leg = leg_i, %reason, "DTLS-SRTP handshake failed: call ended");
+                if let Some(counters) = self.remove(key, now) {
+                    let _ = self.events.send(Event::DtlsFailed {
+                        key,
+                        leg: leg_i,
+                        reason,
+                        counters,
+                    });
+                }
+            }
         }
     }
 

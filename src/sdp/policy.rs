@@ -21,9 +21,12 @@
 //! would be a protocol mismatch the offerer must reject). Media is SRTP either way: srtp-edge
 //! never accepts or sends plain RTP on that leg.
 //!
-//! DTLS-SRTP and ICE-lite arrive in a later issue: their attributes are already parsed into
-//! [`MediaInfo::dtls`] and [`MediaInfo::ice`]; until then an offer that can only be keyed with
-//! DTLS gets [`PolicyError::DtlsUnavailable`], and those attributes are never passed through.
+//! DTLS-SRTP: the offerer's attributes are parsed into [`MediaInfo::dtls`] and
+//! [`MediaInfo::ice`] and never passed through. srtp-edge terminates the offerer's DTLS itself
+//! (the media layer decides, see `media::calls`) and answers it with [`rewrite_answer_keyed`]
+//! and a [`DtlsPlan`] (our fingerprint, setup, tls-id, rtcp-mux, ICE-lite); the other
+//! leg is offered SDES. [`choose_crypto`] alone still refuses a DTLS-only m-line with
+//! [`PolicyError::DtlsUnavailable`] (a caller without a DTLS identity).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -393,6 +396,118 @@ pub struct AnswerPlan {
     pub key: SdesKey,
 }
 
+/// How to write a DTLS-SRTP m-line srtp-edge terminates: in an answer to a DTLS offerer, or in
+/// an offer to the other leg (then `setup` is `actpass`).
+#[derive(Debug, Clone)]
+pub struct DtlsPlan {
+    /// Our transport on the offerer's leg (RTCP is always multiplexed on a DTLS leg).
+    pub local: LocalMedia,
+    /// Our `a=fingerprint` value (`sha-256 AB:...`).
+    pub fingerprint: String,
+    /// Our `a=setup` (`active` or `passive`).
+    pub setup: &'static str,
+    /// Our `a=tls-id`.
+    pub tls_id: String,
+    /// Our ICE-lite credentials (ufrag, pwd), when the offerer does ICE: written with
+    /// `a=ice-lite` (session level), one host candidate and `a=end-of-candidates`.
+    pub ice: Option<(String, String)>,
+}
+
+/// The keying of one accepted m-line of an answer (see [`rewrite_answer_keyed`]).
+#[derive(Debug, Clone, Copy)]
+pub enum AnswerKeying<'a> {
+    /// SDES: one `a=crypto` line.
+    Sdes(&'a AnswerPlan),
+    /// DTLS-SRTP terminated by srtp-edge.
+    Dtls(&'a DtlsPlan),
+}
+
+/// The keying of one accepted m-line of an offer (see [`rewrite_offer_keyed`]).
+#[derive(Debug, Clone, Copy)]
+pub enum OfferKeying<'a> {
+    /// SDES: one `a=crypto` line per key.
+    Sdes(&'a OfferPlan),
+    /// DTLS-SRTP terminated by srtp-edge.
+    Dtls(&'a DtlsPlan),
+}
+
+/// Writes our DTLS-SRTP attributes (and ICE-lite ones) on an m-line; returns whether ICE-lite
+/// was written (then `a=ice-lite` goes at session level).
+fn write_dtls(m: &mut MediaSection, d: &DtlsPlan) -> bool {
+    m.push_attr("rtcp-mux", None);
+    m.push_attr("fingerprint", Some(&d.fingerprint));
+    m.push_attr("setup", Some(d.setup));
+    m.push_attr("tls-id", Some(&d.tls_id));
+    let Some((ufrag, pwd)) = &d.ice else {
+        return false;
+    };
+    m.push_attr("ice-ufrag", Some(ufrag));
+    m.push_attr("ice-pwd", Some(pwd));
+    let cand = format!(
+        "1 1 udp 2130706431 {} {} typ host",
+        d.local.addr, d.local.rtp_port
+    );
+    m.push_attr("candidate", Some(&cand));
+    m.push_attr("end-of-candidates", None);
+    true
+}
+
+/// [`rewrite_offer`] where each relayed m-line is offered with SDES or with DTLS-SRTP. A DTLS
+/// m-line gets `UDP/TLS/RTP/SAVP` (or `SAVPF` for feedback profiles), our fingerprint,
+/// `a=setup:actpass` (as given in the plan), tls-id, `a=rtcp-mux` and ICE-lite attributes.
+pub fn rewrite_offer_keyed(
+    offer: &Sdp,
+    plans: &[Option<OfferKeying<'_>>],
+) -> Result<Sdp, PolicyError> {
+    let sdes: Vec<Option<OfferPlan>> = plans
+        .iter()
+        .map(|p| match p {
+            Some(OfferKeying::Sdes(p)) => Some(OfferPlan {
+                local: p.local,
+                keys: Vec::new(),
+            }),
+            Some(OfferKeying::Dtls(d)) => Some(OfferPlan {
+                local: d.local,
+                keys: Vec::new(),
+            }),
+            None => None,
+        })
+        .collect();
+    let mut out = rewrite_offer_inner(offer, &sdes, false)?;
+    let mut lite = false;
+    for (m, plan) in out.media.iter_mut().zip(plans) {
+        match plan {
+            Some(OfferKeying::Sdes(p)) => {
+                if p.keys.is_empty() {
+                    return Err(PolicyError::InvalidPlan(
+                        "an offered m-line needs SRTP keys",
+                    ));
+                }
+                write_transport(m, &p.local, p.local.rtcp_mux)?;
+                for (i, k) in p.keys.iter().enumerate() {
+                    let tag = u32::try_from(i + 1)
+                        .map_err(|_| PolicyError::InvalidPlan("too many keys"))?;
+                    m.lines.push(k.attr_line(tag));
+                }
+            }
+            Some(OfferKeying::Dtls(d)) => {
+                m.proto = if m.protocol().has_feedback() {
+                    "UDP/TLS/RTP/SAVPF"
+                } else {
+                    "UDP/TLS/RTP/SAVP"
+                }
+                .to_string();
+                lite |= write_dtls(m, d);
+            }
+            None => {}
+        }
+    }
+    if lite {
+        out.session.push(Line::attr("ice-lite", None));
+    }
+    Ok(out)
+}
+
 fn set_origin_address(sdp: &mut Sdp, addr: IpAddr) {
     if let Some(o) = sdp.session.iter_mut().find(|l| l.kind == 'o') {
         let parts: Vec<&str> = o.value.split(' ').collect();
@@ -461,6 +576,16 @@ fn write_transport(m: &mut MediaSection, local: &LocalMedia, mux: bool) -> Resul
 /// the SRTP profile (`RTP/SAVP`, or `RTP/SAVPF` for feedback profiles) and one `a=crypto` per
 /// key (tags 1..n); the peer's keys, fingerprints, ICE and RTCP attributes are dropped.
 pub fn rewrite_offer(offer: &Sdp, plans: &[Option<OfferPlan>]) -> Result<Sdp, PolicyError> {
+    rewrite_offer_inner(offer, plans, true)
+}
+
+/// The common part of the offer rewrites; with `keyed` false, the transport and keying
+/// attributes are left for the caller to write.
+fn rewrite_offer_inner(
+    offer: &Sdp,
+    plans: &[Option<OfferPlan>],
+    keyed: bool,
+) -> Result<Sdp, PolicyError> {
     if plans.len() != offer.media.len() {
         return Err(PolicyError::InvalidPlan("one plan entry per m-line"));
     }
@@ -472,7 +597,7 @@ pub fn rewrite_offer(offer: &Sdp, plans: &[Option<OfferPlan>]) -> Result<Sdp, Po
             reject_media(m, session_addr, first);
             continue;
         };
-        if plan.keys.is_empty() {
+        if keyed && plan.keys.is_empty() {
             return Err(PolicyError::InvalidPlan(
                 "an offered m-line needs SRTP keys",
             ));
@@ -485,6 +610,9 @@ pub fn rewrite_offer(offer: &Sdp, plans: &[Option<OfferPlan>]) -> Result<Sdp, Po
         m.port_count = None;
         m.remove_attrs(TRANSPORT_ATTRS);
         set_media_connection(m, session_addr, plan.local.addr);
+        if !keyed {
+            continue;
+        }
         write_transport(m, &plan.local, plan.local.rtcp_mux)?;
         for (i, k) in plan.keys.iter().enumerate() {
             let tag =
@@ -506,15 +634,36 @@ pub fn rewrite_answer(
     offer: &OfferInfo,
     plans: &[Option<AnswerPlan>],
 ) -> Result<Sdp, PolicyError> {
+    let keyed: Vec<Option<AnswerKeying<'_>>> = plans
+        .iter()
+        .map(|p| p.as_ref().map(AnswerKeying::Sdes))
+        .collect();
+    rewrite_answer_keyed(answer, offer, &keyed)
+}
+
+/// [`rewrite_answer`] where each accepted m-line is keyed with SDES or with DTLS-SRTP. A DTLS
+/// m-line keeps the offerer's `UDP/TLS/RTP/SAVP(F)` profile and gets our fingerprint, setup,
+/// tls-id, `a=rtcp-mux` and, with ICE, our ICE-lite credentials and host candidate; it carries
+/// no `a=crypto`.
+pub fn rewrite_answer_keyed(
+    answer: &Sdp,
+    offer: &OfferInfo,
+    plans: &[Option<AnswerKeying<'_>>],
+) -> Result<Sdp, PolicyError> {
     if answer.media.len() != offer.media.len() {
         return Err(PolicyError::MediaCountMismatch);
     }
     if plans.len() != answer.media.len() {
         return Err(PolicyError::InvalidPlan("one plan entry per m-line"));
     }
-    let first = plans.iter().flatten().next().map(|p| p.local.addr);
+    let local_of = |k: &AnswerKeying<'_>| match k {
+        AnswerKeying::Sdes(p) => p.local,
+        AnswerKeying::Dtls(p) => p.local,
+    };
+    let first = plans.iter().flatten().next().map(local_of).map(|l| l.addr);
     let mut out = answer.clone();
     let session_addr = rewrite_session(&mut out, first);
+    let mut lite = false;
     for ((m, plan), info) in out.media.iter_mut().zip(plans).zip(&offer.media) {
         let Some(plan) = plan else {
             reject_media(m, session_addr, first);
@@ -525,6 +674,21 @@ pub fn rewrite_answer(
                 "m-line was not accepted in the offer",
             ));
         }
+        let plan = match plan {
+            AnswerKeying::Sdes(p) => *p,
+            AnswerKeying::Dtls(d) => {
+                if info.dtls.is_none() {
+                    return Err(PolicyError::InvalidPlan("DTLS answer to a non-DTLS offer"));
+                }
+                m.proto = info.proto.to_string();
+                m.set_port(d.local.rtp_port);
+                m.port_count = None;
+                m.remove_attrs(TRANSPORT_ATTRS);
+                set_media_connection(m, session_addr, d.local.addr);
+                lite |= write_dtls(m, d);
+                continue;
+            }
+        };
         if info.proto.is_dtls() {
             return Err(PolicyError::DtlsUnavailable { index: info.index });
         }
@@ -542,6 +706,10 @@ pub fn rewrite_answer(
         set_media_connection(m, session_addr, plan.local.addr);
         write_transport(m, &plan.local, plan.local.rtcp_mux && info.rtcp_mux)?;
         m.lines.push(plan.key.attr_line(plan.tag));
+    }
+    if lite {
+        // RFC 8839 section 5.3: a=ice-lite is a session-level attribute, before the m-lines.
+        out.session.push(Line::attr("ice-lite", None));
     }
     Ok(out)
 }
@@ -584,6 +752,33 @@ pub fn inspect_answer(answer: &Sdp, offered: &[Vec<Profile>]) -> Result<AnswerIn
         return Err(PolicyError::NoAudio);
     }
     Ok(AnswerInfo { media })
+}
+
+/// Inspects the answer to an offer in which srtp-edge offered DTLS-SRTP on m-line `index`
+/// (and rejected the others): the answer must have as many m-lines, accept that one, and carry
+/// a fingerprint there (its [`MediaInfo::dtls`] and [`MediaInfo::ice`] are what the leg's
+/// handshake and ICE-lite need).
+pub fn inspect_answer_dtls(
+    answer: &Sdp,
+    media_count: usize,
+    index: usize,
+) -> Result<MediaInfo, PolicyError> {
+    if answer.media.len() != media_count {
+        return Err(PolicyError::MediaCountMismatch);
+    }
+    let m = answer.media.get(index).ok_or(PolicyError::NoAudio)?;
+    let info = media_info(answer, index, m)?;
+    if !info.accepted {
+        return Err(PolicyError::NoAudio);
+    }
+    if info.dtls.is_none() {
+        return Err(if m.has_attr("crypto") {
+            PolicyError::AnswerCryptoMismatch { index }
+        } else {
+            PolicyError::PlaintextMedia { index }
+        });
+    }
+    Ok(info)
 }
 
 impl AnswerInfo {

@@ -1,0 +1,280 @@
+//! The DTLS-SRTP (and ICE-lite) side of one media leg, sans-IO: the worker hands it the DTLS
+//! and STUN datagrams that arrive on the leg's RTP socket and sends what it returns. On a
+//! completed, fingerprint-verified handshake it yields the leg's inbound and outbound SRTP
+//! contexts and the address the handshake ran with (the leg latches onto it).
+//!
+//! Handshake datagrams may allocate (they are rare); the SRTP path is not touched here.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::ice::{self, IceCredentials};
+use crate::dtls::{Endpoint, FailReason, State};
+use crate::srtp::{ContextConfig, SrtpContext};
+
+/// Handshakes by result (`ok`, or a [`FailReason::label`]).
+pub const DTLS_HANDSHAKES: &str = "srtp_edge_dtls_handshakes_total";
+
+/// What a leg's DTLS state reports after being fed or timed.
+pub enum DtlsOutcome {
+    /// Nothing changed for the relay.
+    Pending,
+    /// The handshake completed: the leg's new contexts and the handshake peer.
+    Keyed {
+        /// Decrypts what the peer sends.
+        inbound: Box<SrtpContext>,
+        /// Encrypts what we send to the peer.
+        outbound: Box<SrtpContext>,
+        /// The address the handshake ran with.
+        peer: SocketAddr,
+    },
+    /// The handshake failed for good: the leg (and so the call) ends.
+    Failed(FailReason),
+}
+
+/// One leg's DTLS association and ICE-lite credentials.
+pub struct DtlsLeg {
+    endpoint: Endpoint,
+    ice: Option<IceCredentials>,
+    /// The address DTLS datagrams go to: the ICE-nominated one, the handshake peer, or the
+    /// signalled one (without ICE).
+    peer: Option<SocketAddr>,
+    replay_window: usize,
+    keyed: bool,
+}
+
+impl std::fmt::Debug for DtlsLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtlsLeg")
+            .field("state", self.endpoint.state())
+            .field("ice", &self.ice.is_some())
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl DtlsLeg {
+    /// A leg keyed by `endpoint`. With `ice`, DTLS datagrams wait until a STUN check that
+    /// authenticates with our credentials tells where the peer is; without, they go to
+    /// `signalled` (and to whoever sends us a DTLS datagram first).
+    pub fn new(
+        endpoint: Endpoint,
+        ice: Option<IceCredentials>,
+        signalled: Option<SocketAddr>,
+        replay_window: usize,
+    ) -> DtlsLeg {
+        let peer = if ice.is_some() { None } else { signalled };
+        DtlsLeg {
+            endpoint,
+            ice,
+            peer,
+            replay_window,
+            keyed: false,
+        }
+    }
+
+    /// When [`on_timeout`](Self::on_timeout) must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.endpoint.poll_timeout()
+    }
+
+    /// True while the handshake runs.
+    pub fn handshaking(&self) -> bool {
+        matches!(self.endpoint.state(), State::Handshaking)
+    }
+
+    /// A STUN datagram from `src`: if it is a Binding request that authenticates with our
+    /// credentials, the response is written to `out` and its length returned. An authenticated
+    /// check from a new address makes it the DTLS peer while the handshake runs.
+    pub fn on_stun(&mut self, src: SocketAddr, msg: &[u8], out: &mut [u8]) -> Option<usize> {
+        let creds = self.ice.as_ref()?;
+        let a = ice::answer_binding(creds, msg, src, out).ok()?;
+        if !self.keyed && (a.use_candidate || self.peer.is_none()) {
+            self.peer = Some(src);
+        }
+        Some(a.len)
+    }
+
+    /// A DTLS datagram from `src`. With ICE, only the address of an authenticated check may
+    /// talk to the endpoint. Without ICE, before the handshake completes, any source may (keys
+    /// come only from a handshake whose certificate matched the fingerprint) and the last one
+    /// becomes the peer.
+    pub fn on_dtls(&mut self, now: Instant, src: SocketAddr, data: &[u8]) -> DtlsOutcome {
+        // Once keyed, and on ICE legs always (the peer is the address an authenticated check
+        // came from), DTLS from anywhere else is dropped: stray records of a replaced
+        // association or a third party's datagrams never reach the handshake.
+        if (self.keyed || self.ice.is_some()) && self.peer != Some(src) {
+            return DtlsOutcome::Pending;
+        }
+        if self.peer.is_none() || (self.ice.is_none() && !self.keyed) {
+            self.peer = Some(src);
+        }
+        self.endpoint.handle_datagram(now, data);
+        self.check()
+    }
+
+    /// Runs the retransmission and deadline timers.
+    pub fn on_timeout(&mut self, now: Instant) -> DtlsOutcome {
+        self.endpoint.handle_timeout(now);
+        self.check()
+    }
+
+    /// The next datagram to send and where, if the peer is known. Datagrams wait (bounded, in
+    /// the endpoint) while it is not.
+    pub fn poll_transmit(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
+        let peer = self.peer?;
+        self.endpoint.poll_transmit().map(|d| (d, peer))
+    }
+
+    fn check(&mut self) -> DtlsOutcome {
+        match self.endpoint.state() {
+            State::Failed(r) => {
+                let r = r.clone();
+                metrics::counter!(DTLS_HANDSHAKES, "result" => r.label()).increment(1);
+                DtlsOutcome::Failed(r)
+            }
+            State::Connected if !self.keyed => {
+                let Some(keys) = self.endpoint.take_srtp_keys() else {
+                    return DtlsOutcome::Pending;
+                };
+                let cfg = ContextConfig {
+                    replay_window: self.replay_window,
+                };
+                let p = keys.profile();
+                let inbound = SrtpContext::new(p, keys.remote_key(), keys.remote_salt(), cfg);
+                let outbound = SrtpContext::new(p, keys.local_key(), keys.local_salt(), cfg);
+                let (Ok(inbound), Ok(outbound), Some(peer)) = (inbound, outbound, self.peer) else {
+                    let r = FailReason::NoSrtpProfile;
+                    metrics::counter!(DTLS_HANDSHAKES, "result" => r.label()).increment(1);
+                    return DtlsOutcome::Failed(r);
+                };
+                self.keyed = true;
+                metrics::counter!(DTLS_HANDSHAKES, "result" => "ok").increment(1);
+                tracing::info!(profile = %p, %peer, "DTLS-SRTP handshake complete");
+                DtlsOutcome::Keyed {
+                    inbound: Box::new(inbound),
+                    outbound: Box::new(outbound),
+                    peer,
+                }
+            }
+            _ => DtlsOutcome::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtls::{DtlsIdentity, EndpointConfig, PeerFingerprints, Role};
+    use crate::media::ice::{binding_request, MAX_RESPONSE};
+
+    fn fps(id: &DtlsIdentity) -> PeerFingerprints {
+        let line = format!("a=fingerprint:{}", id.sdp_fingerprint());
+        PeerFingerprints::from_sdp_lines([line.as_str()]).unwrap()
+    }
+
+    fn creds() -> IceCredentials {
+        IceCredentials {
+            ufrag: "ours".into(),
+            pwd: "our-password-of-24-chars".into(),
+        }
+    }
+
+    #[test]
+    fn unauthenticated_stun_never_sets_the_dtls_peer() {
+        let (ours, theirs) = (
+            DtlsIdentity::generate().unwrap(),
+            DtlsIdentity::generate().unwrap(),
+        );
+        let cfg = EndpointConfig::default().build().unwrap();
+        let now = Instant::now();
+        let ep = Endpoint::new(&ours, Role::Client, fps(&theirs), &cfg, now);
+        let signalled = "127.0.0.1:5000".parse().unwrap();
+        let mut leg = DtlsLeg::new(ep, Some(creds()), Some(signalled), 128);
+        // With ICE, the ClientHello waits for a checked address (not the signalled one).
+        assert!(leg.poll_transmit().is_none());
+        let attacker: SocketAddr = "192.0.2.66:4000".parse().unwrap();
+        let mut out = [0u8; MAX_RESPONSE];
+        for req in [
+            binding_request("ours:theirs", "wrong-password", true),
+            binding_request("other:theirs", "our-password-of-24-chars", true),
+        ] {
+            assert_eq!(leg.on_stun(attacker, &req, &mut out), None);
+            assert!(
+                leg.poll_transmit().is_none(),
+                "unauthenticated STUN set the peer"
+            );
+        }
+        // DTLS from an unchecked address does not reach the handshake either.
+        assert!(matches!(
+            leg.on_dtls(
+                now,
+                attacker,
+                &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            ),
+            DtlsOutcome::Pending
+        ));
+        assert!(leg.poll_transmit().is_none());
+        let peer: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let req = binding_request("ours:theirs", "our-password-of-24-chars", true);
+        assert!(leg.on_stun(peer, &req, &mut out).is_some());
+        let (hello, to) = leg
+            .poll_transmit()
+            .expect("ClientHello goes out once checked");
+        assert_eq!(to, peer);
+        assert_eq!(hello[0], 22, "a handshake record");
+    }
+
+    #[test]
+    fn handshake_keys_the_leg_in_the_right_direction() {
+        let (ours, theirs) = (
+            DtlsIdentity::generate().unwrap(),
+            DtlsIdentity::generate().unwrap(),
+        );
+        let cfg = EndpointConfig::default().build().unwrap();
+        let now = Instant::now();
+        let peer_addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let ep = Endpoint::new(&ours, Role::Client, fps(&theirs), &cfg, now);
+        let mut leg = DtlsLeg::new(ep, None, Some(peer_addr), 128);
+        let mut server = Endpoint::new(&theirs, Role::Server, fps(&ours), &cfg, now);
+        let mut keyed = None;
+        for _ in 0..20 {
+            while let Some((d, to)) = leg.poll_transmit() {
+                assert_eq!(to, peer_addr);
+                server.handle_datagram(now, &d);
+            }
+            while let Some(d) = server.poll_transmit() {
+                if let DtlsOutcome::Keyed {
+                    inbound,
+                    outbound,
+                    peer,
+                } = leg.on_dtls(now, peer_addr, &d)
+                {
+                    keyed = Some((inbound, outbound, peer));
+                }
+            }
+            if keyed.is_some() {
+                break;
+            }
+        }
+        let (mut inbound, mut outbound, peer) = keyed.expect("handshake completes");
+        assert_eq!(peer, peer_addr);
+        assert!(!leg.handshaking());
+        // What the peer protects with its local key, our inbound context opens; what we
+        // protect, the peer opens with its remote key.
+        let keys = server.take_srtp_keys().unwrap();
+        let cfg = ContextConfig { replay_window: 128 };
+        let p = keys.profile();
+        let mut peer_tx = SrtpContext::new(p, keys.local_key(), keys.local_salt(), cfg).unwrap();
+        let mut peer_rx = SrtpContext::new(p, keys.remote_key(), keys.remote_salt(), cfg).unwrap();
+        let rtp = [0x80u8, 0, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4, 9, 9, 9, 9];
+        let mut buf = [0u8; 64];
+        buf[..16].copy_from_slice(&rtp);
+        let n = peer_tx.protect_rtp(&mut buf, 16).unwrap();
+        assert_eq!(inbound.unprotect_rtp(&mut buf[..n]).unwrap(), 16);
+        assert_eq!(&buf[..16], &rtp);
+        let n = outbound.protect_rtp(&mut buf, 16).unwrap();
+        assert_eq!(peer_rx.unprotect_rtp(&mut buf[..n]).unwrap(), 16);
+        assert_eq!(&buf[..16], &rtp);
+    }
+}
