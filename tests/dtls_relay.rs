@@ -234,3 +234,33 @@ fn reoffer_keeps_the_association_and_a_new_certificate_rekeys_the_leg() {
     assert_eq!(r["delete"], "ok");
     assert!(wait_ports_free(40500), "ports released");
 }
+
+#[test]
+fn openssl_s_client_keys_a_leg_and_its_exported_keys_carry_media() {
+    let d = Daemon::start(&media(40600));
+    let ng = d.ng.unwrap();
+    for profile in [
+        "SRTP_AEAD_AES_128_GCM",
+        "SRTP_AES128_CM_SHA1_80",
+        "SRTP_AEAD_AES_256_GCM",
+    ] {
+        let out = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/interop/ng/dtls_openssl_call.py"
+            ))
+            .args(["--ng", &ng.to_string(), "--profile", profile])
+            .output()
+            .expect("python3 with pylibsrtp, and openssl");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let r: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+            .unwrap_or_else(|_| panic!("no JSON: {stdout}"));
+        eprintln!("openssl {profile}: {r}");
+        assert_eq!(r["ok"], true, "{profile}: {r}\n{}", d.log_text());
+        assert_eq!(r["openssl_profile"], profile, "{r}");
+        assert_eq!(r["answer_setup"][0], "a=setup:passive", "{r}");
+        assert_eq!(r["got"]["bad"], 0, "{r}");
+        assert_eq!(r["delete"], "ok");
+    }
+    assert!(wait_ports_free(40600), "ports released");
+}
