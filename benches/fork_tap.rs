@@ -3,6 +3,10 @@
 //! with the tap a forked call adds (payload found after the header, copied into the fork's
 //! lock-free queue with drop-oldest). Each iteration also protects the packet as the sender
 //! would (same in both cases); the difference between the two is the tap.
+//!
+//! Measured on the shared 2-core build machine (release, two runs): plain 1.07 / 1.27 µs,
+//! forked 1.28 / 1.01 µs per step: the tap costs at most about 0.2 µs per packet, within the
+//! run-to-run noise of that machine.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
