@@ -48,13 +48,28 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        // Every daemon gets its own ng port so tests can run in parallel.
-        // (Outside the default media range 30000-39999, which the config refuses to overlap.)
+        // Every daemon gets its own ng port so tests can run in parallel, outside the media
+        // range (the config refuses an overlap): `extra`'s port_min/port_max, else the default.
+        let key = |k: &str, default: u16| {
+            extra
+                .lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix(k)?
+                        .trim()
+                        .strip_prefix('=')?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(default)
+        };
+        let media = key("port_min", 30000)..=key("port_max", 39999);
         let ng: Option<SocketAddr> = (!extra.contains("[control]")).then(|| {
             let port = (0..1000)
                 .map(|_| free_udp_port())
-                .find(|p| !(30000..=39999).contains(p))
-                .expect("a free UDP port outside 30000-39999");
+                .find(|p| !media.contains(p))
+                .expect("a free UDP port outside the media range");
             format!("127.0.0.1:{port}").parse().unwrap()
         });
         let mut control = ng
