@@ -109,11 +109,14 @@ fn plain_offer_488_and_unreachable_target_503_release_every_port() {
 }
 
 fn rfc4475(name: &str) -> Vec<u8> {
-    let p = std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/testdata/rfc4475"
-    ))
-    .join(format!("{name}.dat"));
+    // `../shared` beside the checkout (or `$SRTP_EDGE_SHARED`, or /work/shared).
+    let beside = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"));
+    let shared = std::env::var_os("SRTP_EDGE_SHARED")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+        .or_else(|| Some(beside).filter(|p| p.exists()))
+        .unwrap_or_else(|| std::path::PathBuf::from("/work/shared"));
+    let p = shared.join("testdata/rfc4475").join(format!("{name}.dat"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 

@@ -7,11 +7,16 @@ use srtp_edge::sip::validate::{inspect, inspect_response};
 use srtp_edge::sip::{Message, Request};
 use std::path::PathBuf;
 
+/// The torture messages: `../shared/testdata/rfc4475` beside the checkout (or under
+/// `$SRTP_EDGE_SHARED`, or /work/shared when the checkout was cloned elsewhere).
 fn dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/testdata/rfc4475"
-    ))
+    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"));
+    let shared = std::env::var_os("SRTP_EDGE_SHARED")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .or_else(|| Some(beside).filter(|p| p.exists()))
+        .unwrap_or_else(|| PathBuf::from("/work/shared"));
+    shared.join("testdata/rfc4475")
 }
 
 fn read(name: &str) -> Vec<u8> {
