@@ -825,11 +825,13 @@ impl Calls {
                                 index: pending.index,
                             })?;
                     // Tags are 1..n in offer order.
-                    let ours_to_other = pending.offered.get(chosen.tag as usize - 1).ok_or(
-                        PolicyError::AnswerCryptoMismatch {
+                    // (inspect_answer already refused tag 0; checked again, never underflow.)
+                    let ours_to_other = (chosen.tag as usize)
+                        .checked_sub(1)
+                        .and_then(|i| pending.offered.get(i))
+                        .ok_or(PolicyError::AnswerCryptoMismatch {
                             index: pending.index,
-                        },
-                    )?;
+                        })?;
                     let other_in = self.ctx(chosen.suite, chosen.key.as_bytes())?;
                     let other_out = self.ctx(chosen.suite, ours_to_other.key.as_bytes())?;
                     let am = &ans.media[pending.index];
