@@ -37,6 +37,9 @@ use crate::sdp::policy::{
 use crate::sdp::{MediaSection, Sdp};
 use crate::srtp::{ContextConfig, Profile, SrtpContext};
 
+mod agent;
+pub use agent::AgentEvent;
+
 /// Calls ended, by how (`deleted`, `timeout`, `failed`).
 pub const CALLS_TOTAL: &str = "srtp_edge_calls_total";
 /// Offers and answers refused, by reason.
@@ -231,6 +234,20 @@ struct CallFork {
     mode: ForkMode,
     /// The worker has the handle (false: waiting for the answer).
     running: bool,
+    /// What the backend's `start` says about the call.
+    meta: ForkMeta,
+}
+
+/// Call metadata for a fork's `start` (Twilio `customParameters`, L16 preamble), from the
+/// signaling that asked for the fork. Empty fields are left out or defaulted.
+#[derive(Debug, Clone, Default)]
+pub struct ForkMeta {
+    /// Caller (number or URI user part; masked unless the backend has `send_numbers`).
+    pub from: String,
+    /// Called number (same rule).
+    pub to: String,
+    /// The route (or ng client) that asked for the fork; empty: `ng` or `agent` by mode.
+    pub route: String,
 }
 
 /// The audio format a call negotiated, as far as a fork cares.
@@ -377,6 +394,7 @@ pub struct Calls {
     stats: Mutex<EndStats>,
     forks: Option<ForkBackends>,
     hangups: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    agent_events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<AgentEvent>>>,
     dtls: Option<DtlsContext>,
 }
 
@@ -485,6 +503,7 @@ impl Calls {
             stats: Mutex::new(EndStats::default()),
             forks,
             hangups: Mutex::new(None),
+            agent_events: Mutex::new(None),
             dtls,
         })
     }
@@ -1084,6 +1103,18 @@ impl Calls {
         backend: &str,
         mode: ForkMode,
     ) -> Result<ForkStart, CallError> {
+        self.start_fork_with(call_id, backend, mode, ForkMeta::default())
+    }
+
+    /// [`start_fork`](Self::start_fork) with the call's metadata for the backend's `start`
+    /// (the SIP B2BUA knows caller, callee and route).
+    pub fn start_fork_with(
+        &self,
+        call_id: &str,
+        backend: &str,
+        mode: ForkMode,
+        meta: ForkMeta,
+    ) -> Result<ForkStart, CallError> {
         let backend = self
             .fork_backend(backend)
             .ok_or(CallError::UnknownForkBackend)?
@@ -1109,6 +1140,7 @@ impl Calls {
             backend,
             mode,
             running: false,
+            meta,
         });
         if call.codec.is_none() {
             if previous.is_some_and(|p| p.running) {
@@ -1141,13 +1173,14 @@ impl Calls {
             None => return Err(CallError::ForkRefused("call not answered".into())),
         };
         let info = CallInfo {
-            from: String::new(),
-            to: String::new(),
+            from: f.meta.from.clone(),
+            to: f.meta.to.clone(),
             sip_call_id: call_id.to_string(),
             direction: "inbound".into(),
-            route: match f.mode {
-                ForkMode::Fork => "ng".into(),
-                ForkMode::Agent => "agent".into(),
+            route: match (f.meta.route.is_empty(), f.mode) {
+                (false, _) => f.meta.route.clone(),
+                (true, ForkMode::Fork) => "ng".into(),
+                (true, ForkMode::Agent) => "agent".into(),
             },
             codec: codec.g711,
             mode: f.mode,
@@ -1225,12 +1258,22 @@ impl Calls {
         };
         let call = Redacted(call_id.as_str());
         match event {
-            ForkEvent::Connected => tracing::debug!(%call, "fork connected"),
+            ForkEvent::Connected => {
+                tracing::debug!(%call, "fork connected");
+                let agent = lock(&self.table)
+                    .get(&call_id)
+                    .and_then(|c| c.fork.as_ref())
+                    .is_some_and(|f| f.mode == ForkMode::Agent);
+                if agent {
+                    self.agent_event(AgentEvent::Connected(call_id.clone()));
+                }
+            }
             ForkEvent::Reconnecting => tracing::info!(%call, "fork reconnecting"),
             ForkEvent::Hangup => {
                 tracing::info!(%call, "agent backend hung up");
                 let tx = lock(&self.hangups).clone();
                 let sent = tx.is_some_and(|tx| tx.send(call_id.clone()).is_ok());
+                let sent = self.agent_event(AgentEvent::Hangup(call_id.clone())) || sent;
                 if !sent {
                     tracing::warn!(%call, "agent hangup with no signaling to end the call");
                 }

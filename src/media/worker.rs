@@ -536,6 +536,15 @@ impl Worker {
                     }
                 }
             }
+            Err(relay::Drop::NoDestination)
+                if fork.is_some_and(|f| f.tap.playout_leg == Some(leg_i)) =>
+            {
+                // Agent mode: the backend is the other party and the fork took the audio; the
+                // unsignalled second leg is not a drop, and the call has media.
+                slot.last_media = now;
+                slot.counters[leg_i].packets_in += 1;
+                slot.counters[leg_i].bytes_in += len as u64;
+            }
             Err(d) => {
                 slot.counters[leg_i].dropped += 1;
                 self.stats.drops[d as usize].fetch_add(1, Ordering::Relaxed);
