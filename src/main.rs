@@ -311,6 +311,11 @@ async fn run(cfg: Config) -> Result<(), String> {
                 stop_rx.clone(),
             )));
         }
+        tasks.push(tokio::spawn(srtp_edge::sip::transport::run_agent_events(
+            shared.clone(),
+            calls.agent_events(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(srtp_edge::sip::transport::run_timers(
             shared,
             stop_rx.clone(),
