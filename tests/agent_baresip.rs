@@ -47,20 +47,30 @@ impl Drop for Backend {
 impl Backend {
     /// Starts backend.py with the test's certificate on `port` (0: any).
     fn start(d: &Path, port: u16, args: &[&str]) -> Backend {
-        let script = interop_dir().join("fork/backend.py");
+        let mut all = vec!["--mode", "twilio"];
+        all.extend_from_slice(args);
+        Backend::script(d, "fork/backend.py", port, &all)
+    }
+
+    /// Starts the Pipecat backend (interop/fork/pipecat_backend.py).
+    fn pipecat(d: &Path, args: &[&str]) -> Backend {
+        Backend::script(d, "fork/pipecat_backend.py", 0, args)
+    }
+
+    fn script(d: &Path, script: &str, port: u16, args: &[&str]) -> Backend {
         let mut child = Command::new("python3")
-            .arg(script)
+            .arg(interop_dir().join(script))
             .arg("--cert")
             .arg(d.join("cert.pem"))
             .arg("--key")
             .arg(d.join("key.pem"))
-            .args(["--mode", "twilio", "--port", &port.to_string()])
+            .args(["--port", &port.to_string()])
             .args(["--freqs", &format!("{CALLER_TONE_HZ},{CALLEE_TONE_HZ}")])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 with websockets (interop/requirements.txt) is needed");
+            .expect("python3 with websockets and pipecat-ai (interop/requirements.txt) is needed");
         let out = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -71,8 +81,8 @@ impl Backend {
             }
         });
         let first = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("backend did not start");
+            .recv_timeout(Duration::from_secs(60))
+            .expect("backend did not start (pipecat-ai and websockets installed?)");
         let port = first
             .strip_prefix("PORT ")
             .and_then(|p| p.parse().ok())
@@ -440,4 +450,64 @@ fn forked_route_copies_both_tracks_and_survives_the_backend_dying() {
     assert!(released, "media ports held: {}\n{all}", edge.media_calls());
     let dlog = edge.daemon.log_text();
     assert!(dlog.contains("fork reconnecting"), "{dlog}");
+}
+
+#[test]
+fn agent_route_to_a_pipecat_bot_twilio_serializer_both_ways() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let d = dir.path();
+    let backend = Backend::pipecat(d, &["--tone", "1000", "--hangup-after", "8"]);
+    let edge = start_edge_cfg(
+        d,
+        &format!(
+            "{}{TRUNK}[[routes]]\nagent = \"ai\"\n",
+            backend_cfg(d, backend.port)
+        ),
+    );
+    let mut caller = caller(d, &edge, "bot", 60);
+    let established = wait_until(&mut caller, Duration::from_secs(30), |p| {
+        p.log_text().contains("Call established")
+    });
+    let bye = wait_until(&mut caller, Duration::from_secs(30), |p| {
+        p.log_text().contains("terminated")
+    });
+    let summary = backend.summary(Duration::from_secs(10));
+    let released = edge.wait_no_media(Duration::from_secs(10));
+    caller.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    let all = logs(&edge, &[&caller]);
+    assert!(established && bye, "call or BYE missing\n{all}");
+    let s = summary.unwrap_or_else(|| panic!("no pipecat summary\n{all}"));
+    eprintln!("pipecat: {s}");
+    assert!(s["error"].is_null(), "{s}");
+    // Pipecat's runner recognised our `start` as Twilio's, with its ids.
+    assert_eq!(s["transport"], "twilio", "{s}");
+    assert!(
+        s["stream_id"].as_str().unwrap_or("").starts_with("MZ"),
+        "{s}"
+    );
+    assert!(s["call_id"].as_str().unwrap_or("").starts_with("CA"), "{s}");
+    // Its serializer decoded our media into 16 kHz PCM carrying the caller's 440 Hz.
+    assert_eq!(s["rate_in"], 16000);
+    assert!(s["secs_in"].as_f64().unwrap_or(0.0) >= 5.0, "{s}");
+    // (Pipecat's stream resampler restarts after 200 ms without input, so a delivery hiccup on
+    // a loaded machine leaves a transient: the tone must dominate, not be perfectly pure.)
+    assert!(
+        s["tone_db"]["440"].as_f64().unwrap_or(-999.0) > -3.0,
+        "pipecat did not get the caller's 440 Hz: {s}"
+    );
+    assert!(s["tone_db"]["1000"].as_f64().unwrap_or(0.0) < -20.0, "{s}");
+    // Its serialized output (1 kHz from 16 kHz PCM) was played into the call.
+    assert!(s["secs_out"].as_f64().unwrap_or(0.0) >= 5.0, "{s}");
+    let heard = analyse_recording(
+        newest_matching(&d.join("rec_caller"), "-dec.wav"),
+        CALLEE_TONE_HZ,
+        CALLER_TONE_HZ,
+    );
+    eprintln!("baresip heard: {heard:?}");
+    assert!(
+        heard.tone_secs() >= 5.0 && heard.tone_share > 0.6 && heard.own_tone_share < 0.1,
+        "baresip did not hear pipecat's 1 kHz: {heard:?}\n{all}"
+    );
+    assert!(released, "media ports held: {}\n{all}", edge.media_calls());
 }
