@@ -342,6 +342,13 @@ fn agent_route_with_the_backend_down_gets_503_and_frees_the_ports() {
     c.send(invite(edge.sip, local, "bot", "agent488", &sdp_offer(40002, false)).as_bytes());
     let m = c.expect_status(488, Duration::from_secs(10));
     assert!(m.contains("SRTP required"), "{m}");
+    // An offer without PCMU/PCMA: the backend could not take the audio; 488, nothing anchored.
+    let g722 = sdp_offer(40004, true)
+        .replace("RTP/SAVP 0", "RTP/SAVP 9")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:9 G722/8000");
+    c.send(invite(edge.sip, local, "bot", "agent722", &g722).as_bytes());
+    let m = c.expect_status(488, Duration::from_secs(10));
+    assert!(m.contains("PCMU or PCMA required"), "{m}");
     assert!(edge.wait_no_media(Duration::from_secs(5)));
 }
 

@@ -103,17 +103,17 @@ impl<M: MediaPlane> B2bua<M> {
         let answer = match answer {
             Ok(s) => s,
             Err(e) => {
-                let status = e.sip_status();
-                let status = if status == 500 { 488 } else { status };
+                // No PCMU/PCMA in the offer: the backend cannot take the call's audio (488).
+                let codec = matches!(e, crate::media::calls::CallError::ForkRefused(_));
+                let status = if codec { 488 } else { e.sip_status() };
                 tracing::info!(status, error = %e, agent, "agent call refused");
                 let mut r = req.reply(status, Some(our_tag.as_bytes()));
-                if status == 488 {
-                    let why = if e.to_string().contains("fork refused") {
-                        "399 srtp-edge \"PCMU or PCMA required\""
-                    } else {
-                        "399 srtp-edge \"SRTP required\""
-                    };
-                    r.headers.push("Warning", why);
+                if codec {
+                    r.headers
+                        .push("Warning", "399 srtp-edge \"PCMU or PCMA required\"");
+                } else if matches!(&e, crate::media::calls::CallError::Policy(p) if p.is_plaintext())
+                {
+                    r.headers.push("Warning", "399 srtp-edge \"SRTP required\"");
                 }
                 if status == 503 {
                     r.headers.push("Retry-After", "5");
