@@ -3,8 +3,11 @@
 //! Python `websockets` TLS server speaking Twilio Media Streams, written independently).
 //!
 //! - agent route, backend hangs up: baresip's 440 Hz reaches the backend (frequency checked on
-//!   the decoded μ-law), the backend's 1 kHz is in baresip's recording, and the backend's close
-//!   gets baresip a BYE; ports released.
+//!   the decoded μ-law), the backend's 1 kHz is in baresip's recording, and the backend's `stop`
+//!   gets baresip a BYE (and the backend our `stop` and a close 1000); ports released.
+//! - agent route to a Pipecat bot (`pipecat-ai`): Pipecat's telephony runner recognises our
+//!   `start`, its Twilio serializer decodes our audio (440 Hz) and its serialized 1 kHz is heard
+//!   by baresip; the bot's close gets baresip a BYE.
 //! - agent route, caller hangs up: the backend gets `stop`, then a close 1000.
 //! - agent route whose backend is down: 503 to the caller, ports released.
 //! - SIP-to-SIP route with a fork: the backend gets both tracks (caller 440 Hz inbound, callee
@@ -195,7 +198,19 @@ fn agent_route_backend_talks_and_hangs_up_with_bye_to_baresip() {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = setup();
     let d = dir.path();
-    let backend = Backend::start(d, 0, &["--tone", "1000", "--hangup-after", "9"]);
+    // The backend ends the stream with a Twilio `stop` (the Pipecat test below closes instead).
+    let backend = Backend::start(
+        d,
+        0,
+        &[
+            "--tone",
+            "1000",
+            "--hangup-after",
+            "9",
+            "--hangup-with",
+            "stop",
+        ],
+    );
     // The DESIGN.md shape: a route whose target is the backend's wss:// URL.
     let edge = start_edge_cfg(
         d,
@@ -230,6 +245,9 @@ fn agent_route_backend_talks_and_hangs_up_with_bye_to_baresip() {
         s["track_tone_db"]
     );
     assert_eq!(s["hung_up"], Json::Bool(true), "{s}");
+    // Its `stop` was answered with ours and a close 1000.
+    assert_eq!(s["close_code"], 1000, "{s}");
+    assert_eq!(events(&s).last().map(String::as_str), Some("stop"), "{s}");
     assert_eq!(s["tls"], "TLSv1.3");
     let ev = events(&s);
     assert_eq!(&ev[..3], ["connected", "start", "media"], "{ev:?}");

@@ -9,14 +9,15 @@ close code). It also plays audio back, with marks and a clear, so the test can c
     backend.py --cert server.pem --key server.key --mode twilio|l16 [--rate 16000]
                [--token T] [--secret S --url wss://...] [--max-tls12]
                [--freqs 600,1000] [--no-playback] [--stall-after N --stall-secs S]
-               [--tone HZ] [--hangup-after S]
+               [--tone HZ] [--hangup-after S [--hangup-with close|stop]]
 
 --freqs adds `track_tone_db` (per track, purity of each frequency) and `track_frames`;
 --no-playback sends nothing back (a `<Start><Stream>`-style fork consumer); --stall-after N stops
 reading for S seconds after the N-th media message (a backend that does not keep up);
 --tone HZ plays a continuous tone back (instead of the scripted ramp/marks), paced at real time
 (a voice agent talking); --hangup-after S ends the stream S seconds after `start` (twilio: close
-1000; l16: `{"type":"disconnect"}`), as an agent that hangs up.
+1000, or with --hangup-with stop a `stop` event first, leaving the close to the relay; l16:
+`{"type":"disconnect"}`), as an agent that hangs up.
 """
 import argparse
 import asyncio
@@ -201,7 +202,9 @@ async def tone_playback(r):
 async def hangup_later(r):
     await asyncio.sleep(r.args.hangup_after)
     r.rec["hung_up"] = True
-    if r.args.mode == "twilio":
+    if r.args.mode == "twilio" and r.args.hangup_with == "stop":
+        await r.ws.send(json.dumps({"event": "stop", "streamSid": "MZ" + "0" * 32}))
+    elif r.args.mode == "twilio":
         await r.ws.close(1000)
     else:
         await r.ws.send(json.dumps({"type": "disconnect"}))
@@ -305,6 +308,7 @@ async def main():
     ap.add_argument("--stall-secs", type=float, default=10.0)
     ap.add_argument("--tone", type=float, default=0.0)
     ap.add_argument("--hangup-after", type=float, default=0.0)
+    ap.add_argument("--hangup-with", choices=["close", "stop"], default="close")
     args = ap.parse_args()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)
