@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use srtp_edge::config::DEFAULT_SUITES;
-use srtp_edge::control::ng::{
-    encode_reply, parse_datagram, refuses_plaintext, reply_error, reply_ok,
-};
+use srtp_edge::control::ng::{encode_reply, parse_datagram, refuses_plaintext, reply_error, reply_ok};
 use srtp_edge::control::reply_cache::ReplyCache;
 
 fuzz_target!(|data: &[u8]| {

@@ -29,13 +29,8 @@ fn run(data: &[u8], chunk: usize, limits: Limits) -> (Vec<Frame>, bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&k, data)) = data.split_first() else {
-        return;
-    };
-    let limits = Limits {
-        max_head: 2048,
-        max_body: 1024,
-    };
+    let Some((&k, data)) = data.split_first() else { return };
+    let limits = Limits { max_head: 2048, max_body: 1024 };
     let (a, a_err) = run(data, usize::from(k) + 1, limits);
     let (b, b_err) = run(data, data.len(), limits);
     for fr in &a {
