@@ -295,6 +295,31 @@ pub struct RouteConfig {
     pub server_name: String,
     /// Roots to verify the target (default: `tls.ca_file`, else system roots).
     pub ca_file: Option<PathBuf>,
+    /// How srtp-edge keys the media it offers to the target (the caller's leg is keyed the way
+    /// the caller offered, SDES or DTLS-SRTP).
+    pub media_keying: MediaKeying,
+}
+
+/// The SRTP keying srtp-edge offers on a leg it places (route `media_keying`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MediaKeying {
+    /// SDES: `RTP/SAVP` with `a=crypto` keys in the SDP (RFC 4568); what SIP trunks expect.
+    #[default]
+    Sdes,
+    /// DTLS-SRTP: `UDP/TLS/RTP/SAVP` with our certificate fingerprint, `a=setup:actpass` and
+    /// ICE-lite (RFC 5763/5764); the keys come from a handshake on the media port.
+    Dtls,
+}
+
+impl MediaKeying {
+    /// Parses the config value (`sdes` or `dtls`, any case).
+    pub fn parse(s: &str) -> Option<MediaKeying> {
+        match s.to_ascii_lowercase().as_str() {
+            "sdes" => Some(MediaKeying::Sdes),
+            "dtls" | "dtls-srtp" | "dtls_srtp" => Some(MediaKeying::Dtls),
+            _ => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,6 +398,7 @@ struct RawRoute {
     target: String,
     ca_file: String,
     server_name: String,
+    media_keying: String,
 }
 
 #[derive(Deserialize)]
@@ -1017,6 +1043,17 @@ impl Validator {
                     format!("{server_name:?} is not a DNS name or IP address"),
                 );
             }
+            let media_keying = if r.media_keying.is_empty() {
+                MediaKeying::default()
+            } else {
+                MediaKeying::parse(&r.media_keying).unwrap_or_else(|| {
+                    self.err(
+                        format!("{key}.media_keying"),
+                        format!("{:?} is neither \"sdes\" nor \"dtls\"", r.media_keying),
+                    );
+                    MediaKeying::default()
+                })
+            };
             out.push(RouteConfig {
                 trunk,
                 user_prefix: r.user_prefix,
@@ -1025,6 +1062,7 @@ impl Validator {
                 target_addr,
                 server_name,
                 ca_file,
+                media_keying,
             });
         }
         out
@@ -1223,9 +1261,11 @@ mod tests {
         let c = Config::from_toml_str(
             "[[trunks]]\nname = \"carrier\"\nfrom = [\"127.0.0.0/8\"]\nsdes_suites = [\"AES_CM_128_HMAC_SHA1_80\"]\n\
              [[routes]]\ntrunk = \"carrier\"\nuser_prefix = \"+49\"\ntarget = \"sip:127.0.0.1:5071;transport=tls\"\n\
-             [[routes]]\ntarget = \"sips:[::1]\"\nserver_name = \"pbx.example\"\n",
+             [[routes]]\ntarget = \"sips:[::1]\"\nserver_name = \"pbx.example\"\nmedia_keying = \"DTLS\"\n",
         )
         .unwrap();
+        assert_eq!(c.routes[0].media_keying, MediaKeying::Sdes);
+        assert_eq!(c.routes[1].media_keying, MediaKeying::Dtls);
         assert_eq!(c.trunks[0].name, "carrier");
         assert_eq!(c.trunks[0].sdes_suites, vec![Profile::AesCm128HmacSha1_80]);
         assert_eq!(c.routes[0].target_addr, "127.0.0.1:5071".parse().unwrap());
@@ -1239,18 +1279,20 @@ mod tests {
     fn bad_trunks_and_routes_are_named() {
         let k = keys(
             "[[trunks]]\nname = \"\"\nfrom = [\"x\"]\n[[routes]]\ntrunk = \"nope\"\ntarget = \"sip:10.0.0.1\"\n\
-             [[routes]]\ntarget = \"wss://a/b\"\n[[routes]]\ntarget = \"sips:pbx.example\"\n[[routes]]\nbogus = 1\n",
+             [[routes]]\ntarget = \"wss://a/b\"\n[[routes]]\ntarget = \"sips:pbx.example\"\n\
+             [[routes]]\ntarget = \"sips:10.0.0.2\"\nmedia_keying = \"zrtp\"\n[[routes]]\nbogus = 1\n",
         );
         assert_eq!(
             k,
             vec![
-                "routes[3].bogus",
+                "routes[4].bogus",
                 "trunks[0].name",
                 "trunks[0].from[0]",
                 "routes[0].trunk",
                 "routes[0].target",
                 "routes[1].target",
                 "routes[2].target",
+                "routes[3].media_keying",
             ]
         );
     }

@@ -1333,12 +1333,9 @@ impl Calls {
     /// Reads the DTLS-SRTP keying of an offered m-line: `Some` when the offerer keys with DTLS
     /// (a `UDP/TLS/RTP/SAVP(F)` profile, or a fingerprint and no `a=crypto`), `None` for SDES.
     fn dtls_offer(&self, m: &policy::MediaInfo) -> Result<Option<DtlsOffer>, CallError> {
-        let Some(d) = m.dtls.as_ref() else {
+        let Some(d) = m.dtls.as_ref().filter(|_| keys_with_dtls(m)) else {
             return Ok(None);
         };
-        if !(m.proto.is_dtls() || m.crypto.is_empty()) {
-            return Ok(None);
-        }
         if self.dtls.is_none() {
             return Err(PolicyError::DtlsUnavailable { index: m.index }.into());
         }
@@ -1374,6 +1371,26 @@ impl Calls {
             let _ = self.delete(&id);
         }
     }
+}
+
+/// True when an offered m-line is keyed with DTLS-SRTP rather than SDES: it carries a
+/// fingerprint and either a `UDP/TLS/RTP/SAVP(F)` profile or no `a=crypto` (the rule the call
+/// table answers by).
+fn keys_with_dtls(m: &policy::MediaInfo) -> bool {
+    m.dtls.is_some() && (m.proto.is_dtls() || m.crypto.is_empty())
+}
+
+/// True when `sdp` is an offer whose relayed audio stream (the first accepted one) is keyed with
+/// DTLS-SRTP. The SIP B2BUA uses it to offer that party DTLS-SRTP again when the other side
+/// re-offers (hold, re-key). Unparsable SDP is `false`; the offer itself reports the error.
+pub fn offer_keys_with_dtls(sdp: &[u8]) -> bool {
+    let Ok(sdp) = Sdp::parse_bytes(sdp) else {
+        return false;
+    };
+    policy::inspect_offer(&sdp)
+        .ok()
+        .and_then(|info| info.media.into_iter().find(|m| m.accepted))
+        .is_some_and(|m| keys_with_dtls(&m))
 }
 
 /// Seconds since the Unix epoch, for ng replies.

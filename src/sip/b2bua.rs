@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{RouteConfig, TrunkConfig};
-use crate::media::calls::{CallError, Negotiation};
+use crate::config::{MediaKeying, RouteConfig, TrunkConfig};
+use crate::media::calls::{offer_keys_with_dtls, CallError, Negotiation, OfferOptions};
 use crate::redact::Redacted;
 use crate::srtp::Profile;
 
@@ -47,8 +47,14 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
 /// The media plane as the B2BUA needs it: the call table's offer/answer/delete. A trait so the
 /// state machine is testable without media sockets.
 pub trait MediaPlane {
-    /// Anchors or re-offers; returns the SDP for the other party.
-    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError>;
+    /// Anchors or re-offers with SDES towards the other party; returns the SDP for it.
+    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        self.offer_with(n, &OfferOptions::default())
+    }
+    /// Anchors or re-offers, keying the other party as `opts` says (SDES, or DTLS-SRTP when
+    /// `opts.dtls`); returns the SDP for it. The offerer's own keying (SDES or DTLS-SRTP) is
+    /// read from its SDP.
+    fn offer_with(&self, n: &Negotiation<'_>, opts: &OfferOptions) -> Result<String, CallError>;
     /// Completes an offer; returns the SDP for the offerer.
     fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError>;
     /// Releases the call's ports (unknown calls are fine).
@@ -58,8 +64,8 @@ pub trait MediaPlane {
 }
 
 impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
-    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
-        (**self).offer(n)
+    fn offer_with(&self, n: &Negotiation<'_>, opts: &OfferOptions) -> Result<String, CallError> {
+        (**self).offer_with(n, opts)
     }
     fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
         (**self).answer(n)
@@ -73,8 +79,8 @@ impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
 }
 
 impl MediaPlane for crate::media::calls::Calls {
-    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
-        crate::media::calls::Calls::offer(self, n)
+    fn offer_with(&self, n: &Negotiation<'_>, opts: &OfferOptions) -> Result<String, CallError> {
+        crate::media::calls::Calls::offer_with(self, n, opts)
     }
     fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
         crate::media::calls::Calls::answer(self, n)
@@ -183,6 +189,23 @@ struct Call {
     answer_sdp: Option<String>,
     /// A provisional with a To tag has been relayed (so a CANCEL can follow).
     b_provisional: bool,
+    /// Leg A keys its media with DTLS-SRTP (from its last offer): offers relayed to it are
+    /// DTLS-SRTP too. Leg B gets what its route's `media_keying` says.
+    a_dtls: bool,
+    /// An in-dialog offer (re-INVITE, or UPDATE with SDP) relayed and not yet answered; the
+    /// media plane holds one pending offer per call, so a second one meets glare handling.
+    offer_pending: Option<PendingOffer>,
+}
+
+/// A relayed in-dialog offer waiting for the other leg's final response.
+#[derive(Debug)]
+struct PendingOffer {
+    /// The leg that sent it.
+    from: Side,
+    /// Our client transaction towards the other leg.
+    branch: String,
+    /// When it is given up (408 to the sender).
+    deadline: Instant,
 }
 
 /// The B2BUA.
@@ -210,6 +233,13 @@ fn rand_hex(bytes: usize) -> String {
         }
     }
     hex::encode(b)
+}
+
+/// A random `Retry-After` for a 500 to an overlapping offer: 0 to 10 seconds (RFC 3261 14.2).
+fn retry_after() -> u8 {
+    let mut b = [0u8; 1];
+    let _ = getrandom::fill(&mut b);
+    b[0] % 11
 }
 
 fn branch() -> String {
@@ -454,13 +484,25 @@ impl<M: MediaPlane> B2bua<M> {
             .map(|t| t.sdes_suites.clone())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| self.settings.suites.clone());
-        let offer = self.media.offer(&Negotiation {
-            call_id: &key,
-            from_tag: &a_tag,
-            to_tag: None,
-            sdp: &req.body,
-            suites: &suites,
-        });
+        // Leg A is keyed the way the caller offered; leg B as the route says.
+        let a_dtls = offer_keys_with_dtls(&req.body);
+        let opts = OfferOptions {
+            dtls: self
+                .settings
+                .routes
+                .get(route)
+                .is_some_and(|r| r.media_keying == MediaKeying::Dtls),
+        };
+        let offer = self.media.offer_with(
+            &Negotiation {
+                call_id: &key,
+                from_tag: &a_tag,
+                to_tag: None,
+                sdp: &req.body,
+                suites: &suites,
+            },
+            &opts,
+        );
         let sdp = match offer {
             Ok(s) => s,
             Err(e) => {
@@ -576,6 +618,8 @@ impl<M: MediaPlane> B2bua<M> {
             b_cseq: 1,
             answer_sdp: None,
             b_provisional: false,
+            a_dtls,
+            offer_pending: None,
         };
         self.calls.insert(key, call);
     }
@@ -808,6 +852,25 @@ impl<M: MediaPlane> B2bua<M> {
             }
             Method::Invite | Method::Update | Method::Info if state == State::Confirmed => {
                 let sdp_offer = !req.body.is_empty() && req.method != Method::Info;
+                // A re-INVITE (with or without SDP) or an UPDATE offer starts an offer/answer
+                // exchange; only one can be in flight per call.
+                let starts_exchange = req.method == Method::Invite || sdp_offer;
+                if let Some(p) = c.offer_pending.as_ref().filter(|_| starts_exchange) {
+                    let mut r = if p.from == side {
+                        // The sender's own offer is still unanswered (RFC 3261 14.2, RFC 3311
+                        // 5.2): 500 with a random Retry-After of 0-10 s.
+                        let mut r = req.reply(500, Some(our_tag.as_bytes()));
+                        r.headers.push("Retry-After", retry_after().to_string());
+                        r
+                    } else {
+                        // Our offer to the sender crossed its own: glare (RFC 3261 14.1).
+                        req.reply(491, Some(our_tag.as_bytes()))
+                    };
+                    r.headers.push("Allow", ALLOW);
+                    tracing::info!(call = %&key[..key.len().min(8)], status = r.status, method = %req.method, "offer while another is pending");
+                    out.push(Action::Send(peer, response_bytes(&r)));
+                    return;
+                }
                 let offer_tag = if sdp_offer {
                     let tag = match side {
                         Side::A => Some(c.a_tag.clone()),
@@ -815,14 +878,35 @@ impl<M: MediaPlane> B2bua<M> {
                     };
                     let Some(tag) = tag else { return };
                     let suites = self.suites_for(&key);
-                    match self.media.offer(&Negotiation {
-                        call_id: &key,
-                        from_tag: &tag,
-                        to_tag: None,
-                        sdp: &req.body,
-                        suites: &suites,
-                    }) {
-                        Ok(s) => Some((tag, s)),
+                    // The other party keeps its keying: leg A what the caller offered, leg B
+                    // the route's `media_keying`.
+                    let dtls = match other {
+                        Side::A => c.a_dtls,
+                        Side::B => self
+                            .settings
+                            .routes
+                            .get(c.route)
+                            .is_some_and(|r| r.media_keying == MediaKeying::Dtls),
+                    };
+                    match self.media.offer_with(
+                        &Negotiation {
+                            call_id: &key,
+                            from_tag: &tag,
+                            to_tag: None,
+                            sdp: &req.body,
+                            suites: &suites,
+                        },
+                        &OfferOptions { dtls },
+                    ) {
+                        Ok(s) => {
+                            if side == Side::A {
+                                let a_dtls = offer_keys_with_dtls(&req.body);
+                                if let Some(c) = self.calls.get_mut(&key) {
+                                    c.a_dtls = a_dtls;
+                                }
+                            }
+                            Some((tag, s))
+                        }
                         Err(e) => {
                             let mut r = req.reply(e.sip_status(), Some(our_tag.as_bytes()));
                             if e.sip_status() == 488 {
@@ -861,6 +945,15 @@ impl<M: MediaPlane> B2bua<M> {
                             r.headers.push("Content-Type", ct);
                         }
                         r.body = b;
+                    }
+                    if starts_exchange {
+                        if let Some(c) = self.calls.get_mut(&key) {
+                            c.offer_pending = Some(PendingOffer {
+                                from: side,
+                                branch: b.clone(),
+                                deadline: now + self.settings.timer_b,
+                            });
+                        }
                     }
                     self.txs.insert(b, (key.clone(), tx));
                     out.push(Action::Send(p, r.to_bytes()));
@@ -916,6 +1009,13 @@ impl<M: MediaPlane> B2bua<M> {
             } => {
                 if resp.status == 100 {
                     return;
+                }
+                if resp.status >= 200 {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        if c.offer_pending.as_ref().is_some_and(|p| p.branch == b) {
+                            c.offer_pending = None;
+                        }
+                    }
                 }
                 let mut body = None;
                 if let Some(tag) = offer_tag.as_ref().filter(|_| !resp.body.is_empty()) {
@@ -1163,6 +1263,27 @@ impl<M: MediaPlane> B2bua<M> {
                 }
             }
         }
+        // Relayed offers the other leg never answered: 408 to the sender, the dialog goes on.
+        let stale: Vec<(String, String)> = self
+            .calls
+            .values()
+            .filter_map(|c| {
+                c.offer_pending
+                    .as_ref()
+                    .filter(|p| p.deadline <= now)
+                    .map(|p| (c.key.clone(), p.branch.clone()))
+            })
+            .collect();
+        for (k, b) in stale {
+            if let Some(c) = self.calls.get_mut(&k) {
+                c.offer_pending = None;
+            }
+            if let Some((_, Tx::Relay { from, req, .. })) = self.txs.remove(&b) {
+                tracing::info!(call = %&k[..k.len().min(8)], method = %req.method, "relayed offer unanswered: 408");
+                let r = req.reply(408, None);
+                out.push(Action::Send(from, response_bytes(&r)));
+            }
+        }
         let due: Vec<(String, State)> = self
             .calls
             .values()
@@ -1229,10 +1350,15 @@ mod tests {
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.9.9.9\r\ns=-\r\nc=IN IP4 10.9.9.9\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n";
 
     impl MediaPlane for Fake {
-        fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        fn offer_with(
+            &self,
+            n: &Negotiation<'_>,
+            opts: &OfferOptions,
+        ) -> Result<String, CallError> {
+            let keying = if opts.dtls { " dtls" } else { "" };
             self.log
                 .borrow_mut()
-                .push(format!("offer {} {}", n.call_id, n.from_tag));
+                .push(format!("offer {} {}{keying}", n.call_id, n.from_tag));
             if n.sdp.windows(8).any(|w| w == b"RTP/AVP ") {
                 return Err(CallError::Policy(PolicyError::PlaintextMedia { index: 0 }));
             }
@@ -1259,10 +1385,15 @@ mod tests {
     }
 
     fn b2bua() -> B2bua<Fake> {
-        let c = Config::from_toml_str(
+        b2bua_keyed("sdes")
+    }
+
+    /// The B2BUA with its one route offering `keying` (`media_keying`).
+    fn b2bua_keyed(keying: &str) -> B2bua<Fake> {
+        let c = Config::from_toml_str(&format!(
             "[[trunks]]\nname = \"t\"\nfrom = [\"192.0.2.0/24\"]\n\
-             [[routes]]\ntarget = \"sip:198.51.100.7:5071;transport=tls\"\n",
-        )
+             [[routes]]\ntarget = \"sip:198.51.100.7:5071;transport=tls\"\nmedia_keying = \"{keying}\"\n",
+        ))
         .unwrap();
         B2bua::new(
             Settings {
@@ -1751,5 +1882,214 @@ mod tests {
         assert_eq!(request(&out[0]).method, Method::Ack);
         assert_eq!(status(&out[1]), 486);
         assert!(b.is_empty());
+    }
+    /// A DTLS-SRTP offer (baresip `mediaenc=dtls_srtp`).
+    const DTLS_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.9.9.9\r\ns=-\r\nc=IN IP4 10.9.9.9\r\nt=0 0\r\n\
+        m=audio 4000 UDP/TLS/RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+        a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
+        a=setup:actpass\r\n";
+
+    /// The last `offer` line of the media log.
+    fn last_offer(b: &B2bua<Fake>) -> String {
+        b.media()
+            .log
+            .borrow()
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("offer "))
+            .cloned()
+            .unwrap()
+    }
+
+    /// A re-INVITE (or UPDATE) from the caller in the dialog whose To tag is `a_tag`.
+    fn from_caller(method: &str, a_tag: &str, seq: u32, body: &str) -> Message {
+        let mut m = req(method, &format!(";tag={a_tag}"), body);
+        if let Message::Request(r) = &mut m {
+            r.headers.set("CSeq", format!("{seq} {method}"));
+        }
+        m
+    }
+
+    #[test]
+    fn route_media_keying_chooses_what_leg_b_is_offered() {
+        // SDES caller, DTLS route: leg B is offered DTLS-SRTP, and so is every re-offer to it.
+        let mut b = b2bua_keyed("dtls");
+        let up = invite(&mut b);
+        let key = text(up.headers.call_id().unwrap());
+        assert_eq!(last_offer(&b), format!("offer {key} atag dtls"));
+        let out = b.handle(now(), UP, target_ip(), answer_to(&up, 200, OFFER));
+        let Message::Response(ok) = parsed(&out[1]).1 else {
+            panic!()
+        };
+        let a_tag = ok.headers.to().unwrap().tag().map(text).unwrap();
+        b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        assert_eq!(last_offer(&b), format!("offer {key} atag dtls"));
+        // The callee re-offers towards the SDES caller: SDES.
+        let mut b = b2bua_keyed("dtls");
+        let (up, _) = established(&mut b);
+        b.handle(now(), UP, target_ip(), from_target(&up, "INVITE", OFFER));
+        assert_eq!(
+            last_offer(&b),
+            format!(
+                "offer {key2} btag",
+                key2 = text(up.headers.call_id().unwrap())
+            )
+        );
+    }
+
+    #[test]
+    fn dtls_caller_is_offered_dtls_again_and_sdes_route_stays_sdes() {
+        let mut b = b2bua();
+        let out = b.handle(now(), TRUNK, trunk_ip(), req("INVITE", "", DTLS_OFFER));
+        let up = request(&out[1]);
+        let key = text(up.headers.call_id().unwrap());
+        // The caller's DTLS offer goes to the media plane as it is; leg B gets SDES.
+        assert_eq!(last_offer(&b), format!("offer {key} atag"));
+        let out = b.handle(now(), UP, target_ip(), answer_to(&up, 200, OFFER));
+        let Message::Response(ok) = parsed(&out[1]).1 else {
+            panic!()
+        };
+        let a_tag = ok.headers.to().unwrap().tag().map(text).unwrap();
+        // The callee puts the call on hold: the caller (DTLS) is re-offered DTLS-SRTP.
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "INVITE", OFFER));
+        assert_eq!(last_offer(&b), format!("offer {key} btag dtls"));
+        let re = request(&out[0]);
+        let out = b.handle(now(), TRUNK, trunk_ip(), {
+            let mut r = re.reply(200, None);
+            r.headers.push("Content-Type", "application/sdp");
+            r.body = DTLS_OFFER.as_bytes().to_vec();
+            Message::Response(r)
+        });
+        assert_eq!(status(&out[0]), 200);
+        // The caller re-offers with SDES: from then on it is offered SDES.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        let re = request(&out[0]);
+        b.handle(now(), UP, target_ip(), answer_to(&re, 200, OFFER));
+        b.handle(now(), UP, target_ip(), {
+            let mut m = from_target(&up, "INVITE", OFFER);
+            if let Message::Request(r) = &mut m {
+                r.headers.set("CSeq", "6 INVITE");
+                r.headers
+                    .set("Via", "SIP/2.0/TLS 198.51.100.7:5071;branch=z9hG4bKb10");
+            }
+            m
+        });
+        assert_eq!(last_offer(&b), format!("offer {key} btag"));
+    }
+
+    #[test]
+    fn offer_glare_gets_491_and_an_overlapping_offer_500() {
+        let mut b = b2bua();
+        let (up, a_tag) = established(&mut b);
+        // The caller's re-INVITE (hold) is relayed and pending.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        assert_eq!(out.len(), 1);
+        let re = request(&out[0]);
+        let offers = b.media().log.borrow().len();
+        // The callee's own re-INVITE crosses it: 491, nothing offered to the media plane.
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "INVITE", OFFER));
+        assert_eq!(out.len(), 1);
+        assert_eq!(status(&out[0]), 491);
+        assert_eq!(parsed(&out[0]).0, UP);
+        // An UPDATE offer from the callee too; an UPDATE without SDP is relayed.
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "UPDATE", OFFER));
+        assert_eq!(status(&out[0]), 491);
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "UPDATE", ""));
+        assert_eq!(request(&out[0]).method, Method::Update);
+        // The caller offers again before its first offer is answered: 500 with Retry-After 0-10.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 3, OFFER),
+        );
+        assert_eq!(status(&out[0]), 500);
+        let ra: u32 = text(parsed(&out[0]).1.headers().get("Retry-After").unwrap())
+            .parse()
+            .unwrap();
+        assert!(ra <= 10);
+        assert_eq!(b.media().log.borrow().len(), offers);
+        // The callee answers the first re-INVITE: relayed, and the next offer goes through.
+        let out = b.handle(now(), UP, target_ip(), answer_to(&re, 200, OFFER));
+        assert_eq!((status(&out[0]), parsed(&out[0]).0), (200, TRUNK));
+        let out = b.handle(now(), UP, target_ip(), {
+            let mut m = from_target(&up, "INVITE", OFFER);
+            if let Message::Request(r) = &mut m {
+                r.headers.set("CSeq", "7 INVITE");
+            }
+            m
+        });
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert_eq!(parsed(&out[0]).0, TRUNK);
+        // A non-2xx final answer (the caller's own glare) also ends the pending exchange.
+        let re = request(&out[0]);
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            Message::Response(re.reply(491, None)),
+        );
+        assert_eq!((status(&out[0]), parsed(&out[0]).0), (491, UP));
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 4, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn unanswered_relayed_offer_gets_408_and_the_call_goes_on() {
+        let mut b = b2bua();
+        let (_up, a_tag) = established(&mut b);
+        let t0 = now();
+        let out = b.handle(
+            t0,
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert!(b.tick(t0 + Duration::from_secs(1)).is_empty());
+        let out = b.tick(t0 + TIMER_B + Duration::from_secs(1));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((status(&out[0]), parsed(&out[0]).0), (408, TRUNK));
+        assert_eq!(b.len(), 1);
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 3, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+    }
+
+    #[test]
+    fn dtls_offers_are_recognised() {
+        assert!(offer_keys_with_dtls(DTLS_OFFER.as_bytes()));
+        assert!(offer_keys_with_dtls(
+            DTLS_OFFER
+                .replace("UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
+                .as_bytes()
+        ));
+        assert!(!offer_keys_with_dtls(OFFER.as_bytes()));
+        assert!(!offer_keys_with_dtls(b"garbage"));
     }
 }
