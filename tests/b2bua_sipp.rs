@@ -1,7 +1,8 @@
 //! SIPp (Debian sip-tester 3.6.1, TCP only) against the B2BUA through stunnel4: SIPp UAC →
 //! stunnel client (TLS) → srtp-edge → stunnel server (TLS) → SIPp UAS. Scenarios live in
-//! interop/sipp/: OPTIONS keepalive, plain RTP refused with 488, and basic calls (SDES offer and
-//! answer rewritten, caller hangs up) at a fixed rate, after which every media port is free.
+//! interop/sipp/: OPTIONS keepalive, plain RTP refused with 488, basic calls (SDES offer and
+//! answer rewritten, caller hangs up) at a fixed rate, after which every media port is free, and
+//! hold/resume re-INVITEs with new keys relayed and answered in both directions.
 
 mod common;
 
@@ -210,6 +211,38 @@ fn sipp_callee_answering_plain_rtp_is_torn_down() {
         r.edge.daemon.log_text()
     );
     assert!(uas.exit_ok(), "uas never got its BYE:\n{}", uas.log_text());
+    assert!(
+        r.edge.wait_no_media(Duration::from_secs(5)),
+        "{}",
+        r.edge.media_calls()
+    );
+}
+
+#[test]
+fn sipp_reinvite_hold_and_resume() {
+    // The caller holds (a=sendonly) and resumes with a new SDES key each time; the target sees
+    // both re-offers rewritten (srtp-edge's own, unchanged key; hold direction kept; nothing of
+    // the caller's SDP) and answers each with a new key of its own; the caller gets both answers
+    // rewritten the same way. The scenarios fail a call on any mismatch.
+    let calls = 5;
+    let (r, uas) = rig("uas_reinvite.xml", calls);
+    let mut uas = uas.unwrap();
+    let d = r.dir.path();
+    let (ok, log) = uac(d, "uac_reinvite.xml", r.front, calls, 5, &[]);
+    uas.wait_exit(Duration::from_secs(20));
+    assert!(
+        ok,
+        "uac:\n{log}\nuas:\n{}\nedge:\n{}",
+        uas.log_text(),
+        r.edge.daemon.log_text()
+    );
+    assert!(uas.exit_ok(), "uas:\n{}", uas.log_text());
+    let edge_log = r.edge.daemon.log_text();
+    // Three offers per call (the INVITE and two re-INVITEs) reached the media plane.
+    assert!(
+        edge_log.matches("offer anchored").count() >= 3 * calls as usize,
+        "{edge_log}"
+    );
     assert!(
         r.edge.wait_no_media(Duration::from_secs(5)),
         "{}",
