@@ -13,8 +13,13 @@
 //! as DTLS client srtp-edge gets `handshake_failure` (no common ECDHE_ECDSA suite), as server it
 //! gets no client certificate (baresip cannot sign for the ECDSA-only CertificateRequest). Run
 //! them with `--ignored` against a baresip with an EC certificate (baresip 1.1+ uses
-//! `tls_set_selfsigned_ec`) or once the DTLS stack verifies RSA peers. The B2BUA's DTLS legs are
-//! exercised with a real peer by tests/b2bua_dtls_aiortc.rs.
+//! `tls_set_selfsigned_ec`) or once the DTLS stack verifies RSA peers.
+//!
+//! DTLS-SRTP with a real peer: aiortc (PyPI: its own ECDSA certificate, DTLS, SRTP and ICE)
+//! behind a minimal SIP-over-TLS user agent (interop/sip/aiortc_ua.py), in every mix: aiortc →
+//! srtp-edge → aiortc (DTLS↔DTLS, route `media_keying = "dtls"`), aiortc → baresip (DTLS↔SDES:
+//! the WebRTC `UDP/TLS/RTP/SAVPF` caller reaches the trunk as `RTP/SAVP`), baresip → aiortc
+//! (SDES↔DTLS). Each side hears the other's tone over a connected DTLS/ICE leg, ports released.
 
 mod common;
 
@@ -340,4 +345,211 @@ fn caller_holds_and_resumes_through_reinvites() {
         "{}",
         r.edge_log
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// DTLS-SRTP legs with a real peer: aiortc (PyPI; its own ECDSA certificate, DTLS, SRTP and ICE)
+// behind a minimal SIP-over-TLS user agent (interop/sip/aiortc_ua.py).
+
+/// Starts interop/sip/aiortc_ua.py with `args`, sending `hz` and listening for `listen_hz`.
+fn aiortc(d: &Path, name: &str, args: &[String], hz: f64, listen_hz: f64) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.arg(interop_dir().join("sip").join("aiortc_ua.py"))
+        .args(args)
+        .args([
+            "--hz",
+            &hz.to_string(),
+            "--listen-hz",
+            &listen_hz.to_string(),
+        ]);
+    Proc::spawn(name, cmd, &d.join(format!("{name}.log")))
+        .expect("python3 (interop/install-peers.sh installs aiortc)")
+}
+
+/// The JSON line aiortc_ua.py printed last.
+fn aiortc_result(p: &Proc) -> serde_json::Value {
+    p.log_text()
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// An aiortc callee listening for SIP over TLS; returns it and its address.
+fn aiortc_callee(d: &Path, secs: u64) -> (Proc, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_tcp_port())
+        .parse()
+        .unwrap();
+    let args = [
+        "--listen".to_string(),
+        addr.to_string(),
+        "--cert".into(),
+        d.join("cert.pem").display().to_string(),
+        "--key".into(),
+        d.join("key.pem").display().to_string(),
+        "--secs".into(),
+        secs.to_string(),
+    ];
+    let mut p = aiortc(d, "aiortc-callee", &args, CALLEE_TONE_HZ, CALLER_TONE_HZ);
+    assert!(
+        wait_until(&mut p, Duration::from_secs(30), |_| tcp_up(addr)),
+        "aiortc callee did not listen: {}",
+        p.log_text()
+    );
+    (p, addr)
+}
+
+/// An aiortc caller dialling `callee` through the edge for `secs`.
+fn aiortc_caller(d: &Path, edge: &Edge, secs: u64) -> Proc {
+    let args = [
+        "--call".to_string(),
+        format!("sip:callee@{};transport=tls", edge.sip),
+        "--connect".into(),
+        edge.sip.to_string(),
+        "--ca".into(),
+        d.join("ca.pem").display().to_string(),
+        "--secs".into(),
+        secs.to_string(),
+    ];
+    aiortc(d, "aiortc-caller", &args, CALLER_TONE_HZ, CALLEE_TONE_HZ)
+}
+
+/// aiortc heard the other side's tone on most of a `secs` call, over a connected DTLS/ICE leg.
+fn assert_aiortc_heard(who: &str, r: &serde_json::Value, secs: u64, logs: &str) {
+    eprintln!("{who}: {r}");
+    assert_eq!(r["ok"], true, "{who}: {r}\n{logs}");
+    assert_eq!(r["connection"], "connected", "{who}: {r}\n{logs}");
+    // 50 frames/s; allow for set-up (ICE, DTLS) and the loaded machine.
+    let want = secs * 50 / 2;
+    assert!(
+        r["tone"].as_u64().unwrap_or(0) >= want,
+        "{who} heard the other tone in fewer than {want} frames: {r}\n{logs}"
+    );
+}
+
+#[test]
+fn aiortc_dtls_on_both_legs() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let d = dir.path();
+    let secs = 6;
+    let (mut callee, callee_addr) = aiortc_callee(d, secs);
+    let edge = edge_to(d, callee_addr, "dtls");
+    let mut caller = aiortc_caller(d, &edge, secs);
+    caller.wait_exit(Duration::from_secs(secs + 60));
+    callee.wait_exit(Duration::from_secs(15));
+    let released = edge.wait_no_media(Duration::from_secs(5));
+    let logs = format!(
+        "===== caller =====\n{}\n===== callee =====\n{}\n===== srtp-edge =====\n{}",
+        caller.log_text(),
+        callee.log_text(),
+        edge.daemon.log_text()
+    );
+    let (a, b) = (aiortc_result(&caller), aiortc_result(&callee));
+    // The caller offered WebRTC's DTLS profile; srtp-edge offered its own DTLS-SRTP to the callee.
+    assert_eq!(a["offer_proto"], "UDP/TLS/RTP/SAVPF", "{logs}");
+    assert_eq!(a["peer_proto"], "UDP/TLS/RTP/SAVPF", "{logs}");
+    assert!(
+        b["offer_proto"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("UDP/TLS/RTP/SAVP")),
+        "{b}\n{logs}"
+    );
+    assert_aiortc_heard("caller", &a, secs, &logs);
+    assert_aiortc_heard("callee", &b, secs, &logs);
+    assert!(released, "media ports still held\n{logs}");
+}
+
+#[test]
+fn aiortc_dtls_caller_to_baresip_sdes_callee() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let d = dir.path();
+    let secs = 8;
+    let (mut callee, callee_tls) = callee(d, "callee", secs + 60);
+    let edge = edge_to(d, callee_tls, "sdes");
+    let mut caller = aiortc_caller(d, &edge, secs);
+    caller.wait_exit(Duration::from_secs(secs + 60));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !callee.log_text().contains("terminated") {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let released = edge.wait_no_media(Duration::from_secs(5));
+    callee.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    let logs = format!(
+        "===== caller =====\n{}\n===== callee =====\n{}\n===== srtp-edge =====\n{}",
+        caller.log_text(),
+        callee.log_text(),
+        edge.daemon.log_text()
+    );
+    let a = aiortc_result(&caller);
+    assert_eq!(a["offer_proto"], "UDP/TLS/RTP/SAVPF", "{logs}");
+    assert_aiortc_heard("caller", &a, secs, &logs);
+    let heard = analyse_recording(
+        newest_matching(&d.join("rec_callee"), "-dec.wav"),
+        CALLER_TONE_HZ,
+        CALLEE_TONE_HZ,
+    );
+    eprintln!("baresip callee heard: {heard:?}");
+    assert!(
+        heard.tone_secs() >= secs as f64 / 2.0 && heard.tone_share > 0.6,
+        "callee did not hear the caller: {heard:?}\n{logs}"
+    );
+    // The callee's leg was SDES.
+    assert!(callee.log_text().contains("SRTP is Enabled"), "{logs}");
+    assert!(!callee.log_text().contains(DTLS_DONE), "{logs}");
+    assert!(callee.log_text().contains("terminated"), "{logs}");
+    assert!(released, "media ports still held\n{logs}");
+}
+
+#[test]
+fn baresip_sdes_caller_to_aiortc_dtls_callee() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let d = dir.path();
+    let secs = 8;
+    let (mut callee, callee_addr) = aiortc_callee(d, secs + 30);
+    let edge = edge_to(d, callee_addr, "dtls");
+    write_ua(d, "caller", "caller", "caller", "");
+    let mut cmd = Command::new("baresip");
+    cmd.arg("-f")
+        .arg(d.join("caller"))
+        .args(["-t", &secs.to_string()])
+        .arg("-e")
+        .arg(format!("/dial sip:callee@{};transport=tls", edge.sip));
+    let mut caller = Proc::spawn("caller", cmd, &d.join("caller.log")).unwrap();
+    let established = wait_until(&mut caller, Duration::from_secs(30), |p| {
+        p.log_text().contains("Call established")
+    });
+    caller.wait_exit(Duration::from_secs(secs + 20));
+    callee.wait_exit(Duration::from_secs(15));
+    let released = edge.wait_no_media(Duration::from_secs(5));
+    let logs = format!(
+        "===== caller =====\n{}\n===== callee =====\n{}\n===== srtp-edge =====\n{}",
+        caller.log_text(),
+        callee.log_text(),
+        edge.daemon.log_text()
+    );
+    assert!(established, "{logs}");
+    let b = aiortc_result(&callee);
+    // srtp-edge offered the callee DTLS-SRTP (route media_keying = "dtls").
+    assert!(
+        b["offer_proto"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("UDP/TLS/RTP/SAVP")),
+        "{b}\n{logs}"
+    );
+    assert_aiortc_heard("callee", &b, secs - 2, &logs);
+    let heard = analyse_recording(
+        newest_matching(&d.join("rec_caller"), "-dec.wav"),
+        CALLEE_TONE_HZ,
+        CALLER_TONE_HZ,
+    );
+    eprintln!("baresip caller heard: {heard:?}");
+    assert!(
+        heard.tone_secs() >= secs as f64 / 2.0 && heard.tone_share > 0.6,
+        "caller did not hear the callee: {heard:?}\n{logs}"
+    );
+    assert!(caller.log_text().contains("SRTP is Enabled"), "{logs}");
+    assert!(released, "media ports still held\n{logs}");
 }

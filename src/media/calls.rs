@@ -132,6 +132,11 @@ pub struct OfferOptions {
     /// Offer DTLS-SRTP (with ICE-lite) to the other side instead of SDES (ng `DTLS=passive` or
     /// `active`, or `transport-protocol: UDP/TLS/RTP/SAVP(F)`).
     pub dtls: bool,
+    /// Offer the other side the profile without RTCP feedback (`RTP/SAVP`, `UDP/TLS/RTP/SAVP`)
+    /// and none of the offerer's `a=rtcp-fb` lines, even when the offerer used `RTP/SAVPF` or
+    /// `UDP/TLS/RTP/SAVPF` (a WebRTC peer): SIP trunks and phones keyed with SDES expect
+    /// `RTP/SAVP` and reject a feedback profile. The offerer's answer keeps its own profile.
+    pub no_feedback: bool,
 }
 
 /// One side's leg as signaling knows it.
@@ -722,6 +727,11 @@ impl Calls {
             let offered = plans.swap_remove(index).map(|p| p.keys).unwrap_or_default();
             (out, offered, None)
         };
+
+        let mut out = out;
+        if opts.no_feedback {
+            policy::drop_feedback(&mut out, index);
+        }
 
         if new_call {
             // The offerer's leg can decrypt at once (SDES); nothing can be sent until the answer.

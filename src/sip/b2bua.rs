@@ -486,13 +486,7 @@ impl<M: MediaPlane> B2bua<M> {
             .unwrap_or_else(|| self.settings.suites.clone());
         // Leg A is keyed the way the caller offered; leg B as the route says.
         let a_dtls = offer_keys_with_dtls(&req.body);
-        let opts = OfferOptions {
-            dtls: self
-                .settings
-                .routes
-                .get(route)
-                .is_some_and(|r| r.media_keying == MediaKeying::Dtls),
-        };
+        let opts = self.route_offer(route);
         let offer = self.media.offer_with(
             &Negotiation {
                 call_id: &key,
@@ -880,13 +874,12 @@ impl<M: MediaPlane> B2bua<M> {
                     let suites = self.suites_for(&key);
                     // The other party keeps its keying: leg A what the caller offered, leg B
                     // the route's `media_keying`.
-                    let dtls = match other {
-                        Side::A => c.a_dtls,
-                        Side::B => self
-                            .settings
-                            .routes
-                            .get(c.route)
-                            .is_some_and(|r| r.media_keying == MediaKeying::Dtls),
+                    let opts = match other {
+                        Side::A => OfferOptions {
+                            dtls: c.a_dtls,
+                            ..Default::default()
+                        },
+                        Side::B => self.route_offer(c.route),
                     };
                     match self.media.offer_with(
                         &Negotiation {
@@ -896,7 +889,7 @@ impl<M: MediaPlane> B2bua<M> {
                             sdp: &req.body,
                             suites: &suites,
                         },
-                        &OfferOptions { dtls },
+                        &opts,
                     ) {
                         Ok(s) => {
                             if side == Side::A {
@@ -968,6 +961,20 @@ impl<M: MediaPlane> B2bua<M> {
                 out.push(Action::Send(peer, response_bytes(&r)));
             }
             _ => out.push(self.reply(peer, &req, 501, Some(&our_tag))),
+        }
+    }
+
+    /// How offers to route `route`'s target are keyed: DTLS-SRTP when its `media_keying` says
+    /// so, else SDES in `RTP/SAVP` (no feedback profile towards a SIP trunk).
+    fn route_offer(&self, route: usize) -> OfferOptions {
+        let dtls = self
+            .settings
+            .routes
+            .get(route)
+            .is_some_and(|r| r.media_keying == MediaKeying::Dtls);
+        OfferOptions {
+            dtls,
+            no_feedback: !dtls,
         }
     }
 
