@@ -553,3 +553,56 @@ fn baresip_sdes_caller_to_aiortc_dtls_callee() {
     assert!(caller.log_text().contains("SRTP is Enabled"), "{logs}");
     assert!(released, "media ports still held\n{logs}");
 }
+
+#[test]
+fn sdes_caller_rekeys_mid_call_and_the_dtls_callee_keeps_hearing() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let d = dir.path();
+    let secs = 8;
+    let (mut callee, callee_addr) = aiortc_callee(d, secs + 30);
+    let edge = edge_to(d, callee_addr, "dtls");
+    let args = [
+        "--sdes-rekey".to_string(),
+        "--call".into(),
+        format!("sip:callee@{};transport=tls", edge.sip),
+        "--connect".into(),
+        edge.sip.to_string(),
+        "--ca".into(),
+        d.join("ca.pem").display().to_string(),
+        "--secs".into(),
+        secs.to_string(),
+    ];
+    let mut caller = aiortc(d, "sdes-caller", &args, CALLER_TONE_HZ, CALLEE_TONE_HZ);
+    caller.wait_exit(Duration::from_secs(secs + 60));
+    callee.wait_exit(Duration::from_secs(15));
+    let released = edge.wait_no_media(Duration::from_secs(5));
+    let logs = format!(
+        "===== caller =====\n{}\n===== callee =====\n{}\n===== srtp-edge =====\n{}",
+        caller.log_text(),
+        callee.log_text(),
+        edge.daemon.log_text()
+    );
+    let (a, b) = (aiortc_result(&caller), aiortc_result(&callee));
+    eprintln!("caller: {a}\ncallee: {b}");
+    assert_eq!(a["ok"], true, "{logs}");
+    assert_eq!(a["rekey_status"], 200, "{logs}");
+    // srtp-edge kept its own key to the caller (RFC 4568 7.1.4) ...
+    assert_eq!(a["edge_key_kept"], true, "{logs}");
+    // ... the caller decrypted the callee's tone on both sides of the re-key ...
+    let half = secs * 50 / 2;
+    for k in ["heard_before", "heard_after"] {
+        assert!(
+            a[k].as_u64().unwrap_or(0) >= half / 2,
+            "caller {k}: {a}\n{logs}"
+        );
+    }
+    // ... and the callee heard the caller through both halves: had srtp-edge kept the caller's
+    // first key, everything sent after the re-INVITE would fail authentication and be dropped.
+    assert_eq!(b["connection"], "connected", "{logs}");
+    assert!(
+        b["tone"].as_u64().unwrap_or(0) >= half + half / 2,
+        "callee heard too little (re-key not taken?): {b}\n{logs}"
+    );
+    assert!(released, "media ports still held\n{logs}");
+}

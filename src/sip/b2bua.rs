@@ -1024,6 +1024,22 @@ impl<M: MediaPlane> B2bua<M> {
                         }
                     }
                 }
+                if offer_tag.is_some() && (200..300).contains(&resp.status) && resp.body.is_empty()
+                {
+                    // A 2xx to our offer must carry the answer (RFC 3264): the exchange failed,
+                    // the sender keeps its previous session; the answering leg is ACKed.
+                    tracing::info!(call = %&key[..key.len().min(8)], "2xx to a relayed offer without an answer");
+                    let mut r = req.reply(488, None);
+                    r.headers.push(
+                        "Warning",
+                        "399 srtp-edge \"no SDP answer from the other party\"",
+                    );
+                    out.push(Action::Send(from, response_bytes(&r)));
+                    if req.method == Method::Invite {
+                        self.ack_relayed(&key, &resp, to, out);
+                    }
+                    return;
+                }
                 let mut body = None;
                 if let Some(tag) = offer_tag.as_ref().filter(|_| !resp.body.is_empty()) {
                     let to_tag = self.calls.get(&key).and_then(|c| {
@@ -2057,6 +2073,34 @@ mod tests {
             TRUNK,
             trunk_ip(),
             from_caller("INVITE", &a_tag, 4, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn a_2xx_without_an_answer_to_a_relayed_offer_is_refused() {
+        let mut b = b2bua();
+        let (_up, a_tag) = established(&mut b);
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        let re = request(&out[0]);
+        let out = b.handle(now(), UP, target_ip(), answer_to(&re, 200, ""));
+        assert_eq!((status(&out[0]), parsed(&out[0]).0), (488, TRUNK));
+        assert_eq!(
+            (request(&out[1]).method, parsed(&out[1]).0),
+            (Method::Ack, UP)
+        );
+        // The exchange is over: the next offer goes through.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 3, OFFER),
         );
         assert_eq!(request(&out[0]).method, Method::Invite);
         assert_eq!(b.len(), 1);
