@@ -2,7 +2,7 @@
 //! stunnel client (TLS) → srtp-edge → stunnel server (TLS) → SIPp UAS. Scenarios live in
 //! interop/sipp/: OPTIONS keepalive, plain RTP refused with 488, basic calls (SDES offer and
 //! answer rewritten, caller hangs up) at a fixed rate, after which every media port is free, and
-//! hold/resume re-INVITEs with new keys relayed and answered in both directions.
+//! hold/resume re-INVITEs and UPDATEs with new keys relayed and answered in both directions.
 
 mod common;
 
@@ -218,17 +218,17 @@ fn sipp_callee_answering_plain_rtp_is_torn_down() {
     );
 }
 
-#[test]
-fn sipp_reinvite_hold_and_resume() {
-    // The caller holds (a=sendonly) and resumes with a new SDES key each time; the target sees
-    // both re-offers rewritten (srtp-edge's own, unchanged key; hold direction kept; nothing of
-    // the caller's SDP) and answers each with a new key of its own; the caller gets both answers
-    // rewritten the same way. The scenarios fail a call on any mismatch.
+/// The caller holds (a=sendonly) and resumes with a new SDES key each time, by re-INVITE or by
+/// UPDATE (`uac`/`uas` scenarios); the target sees both re-offers rewritten (srtp-edge's own,
+/// unchanged key; hold direction kept; nothing of the caller's SDP) and answers each with a new
+/// key of its own; the caller gets both answers rewritten the same way. The scenarios fail a call
+/// on any mismatch.
+fn hold_and_resume(uac_scenario: &str, uas_scenario: &str) {
     let calls = 5;
-    let (r, uas) = rig("uas_reinvite.xml", calls);
+    let (r, uas) = rig(uas_scenario, calls);
     let mut uas = uas.unwrap();
     let d = r.dir.path();
-    let (ok, log) = uac(d, "uac_reinvite.xml", r.front, calls, 5, &[]);
+    let (ok, log) = uac(d, uac_scenario, r.front, calls, 5, &[]);
     uas.wait_exit(Duration::from_secs(20));
     assert!(
         ok,
@@ -238,7 +238,7 @@ fn sipp_reinvite_hold_and_resume() {
     );
     assert!(uas.exit_ok(), "uas:\n{}", uas.log_text());
     let edge_log = r.edge.daemon.log_text();
-    // Three offers per call (the INVITE and two re-INVITEs) reached the media plane.
+    // Three offers per call (the INVITE and two re-offers) reached the media plane.
     assert!(
         edge_log.matches("offer anchored").count() >= 3 * calls as usize,
         "{edge_log}"
@@ -248,6 +248,16 @@ fn sipp_reinvite_hold_and_resume() {
         "{}",
         r.edge.media_calls()
     );
+}
+
+#[test]
+fn sipp_reinvite_hold_and_resume() {
+    hold_and_resume("uac_reinvite.xml", "uas_reinvite.xml");
+}
+
+#[test]
+fn sipp_update_hold_and_resume() {
+    hold_and_resume("uac_update.xml", "uas_update.xml");
 }
 
 /// Load: SIPp places `SIPP_CALLS` calls (default 1000) at `SIPP_RATE` calls/s (default 100)
