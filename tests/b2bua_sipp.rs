@@ -223,7 +223,7 @@ fn sipp_callee_answering_plain_rtp_is_torn_down() {
 /// unchanged key; hold direction kept; nothing of the caller's SDP) and answers each with a new
 /// key of its own; the caller gets both answers rewritten the same way. The scenarios fail a call
 /// on any mismatch.
-fn hold_and_resume(uac_scenario: &str, uas_scenario: &str) {
+fn hold_and_resume(uac_scenario: &str, uas_scenario: &str) -> String {
     let calls = 5;
     let (r, uas) = rig(uas_scenario, calls);
     let mut uas = uas.unwrap();
@@ -248,11 +248,23 @@ fn hold_and_resume(uac_scenario: &str, uas_scenario: &str) {
         "{}",
         r.edge.media_calls()
     );
+    edge_log
 }
 
 #[test]
 fn sipp_reinvite_hold_and_resume() {
     hold_and_resume("uac_reinvite.xml", "uas_reinvite.xml");
+}
+
+#[test]
+fn sipp_reinvite_glare_gets_491() {
+    // The target re-INVITEs while the caller's hold is in flight: 491 from srtp-edge, then the
+    // hold is answered and the call goes on (the UAS scenario fails without the 491).
+    let log = hold_and_resume("uac_reinvite.xml", "uas_glare.xml");
+    assert!(
+        log.matches("offer while another is pending").count() >= 5,
+        "{log}"
+    );
 }
 
 #[test]
