@@ -268,6 +268,31 @@ fn sipp_reinvite_glare_gets_491() {
 }
 
 #[test]
+fn sipp_reinvite_without_sdp() {
+    // Delayed offer: the caller's re-INVITE has no SDP, the target offers in its 200 (rewritten
+    // by srtp-edge for the caller), the caller answers in its ACK (rewritten into srtp-edge's ACK
+    // to the target). The scenarios check each rewritten body and fail a call on a mismatch.
+    let calls = 5;
+    let (r, uas) = rig("uas_reinvite_nosdp.xml", calls);
+    let mut uas = uas.unwrap();
+    let d = r.dir.path();
+    let (ok, log) = uac(d, "uac_reinvite_nosdp.xml", r.front, calls, 5, &[]);
+    uas.wait_exit(Duration::from_secs(20));
+    assert!(
+        ok,
+        "uac:\n{log}\nuas:\n{}\nedge:\n{}",
+        uas.log_text(),
+        r.edge.daemon.log_text()
+    );
+    assert!(uas.exit_ok(), "uas:\n{}", uas.log_text());
+    assert!(
+        r.edge.wait_no_media(Duration::from_secs(5)),
+        "{}",
+        r.edge.media_calls()
+    );
+}
+
+#[test]
 fn sipp_update_hold_and_resume() {
     hold_and_resume("uac_update.xml", "uas_update.xml");
 }

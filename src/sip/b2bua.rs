@@ -195,6 +195,20 @@ struct Call {
     /// An in-dialog offer (re-INVITE, or UPDATE with SDP) relayed and not yet answered; the
     /// media plane holds one pending offer per call, so a second one meets glare handling.
     offer_pending: Option<PendingOffer>,
+    /// A re-INVITE sent without SDP was answered with an offer in the 2xx: the answer comes in
+    /// the sender's ACK, and our ACK to the answering leg waits for it (RFC 3261 13.2.1).
+    ack_offer: Option<DelayedAck>,
+}
+
+/// The 2xx whose ACK waits for the answer in the other leg's ACK.
+#[derive(Debug)]
+struct DelayedAck {
+    /// The leg that sent the 2xx with the offer (and gets our ACK with the answer).
+    answerer: Side,
+    /// The offer's tag (the answerer's dialog tag).
+    offer_tag: String,
+    /// The 2xx (its CSeq makes the ACK).
+    resp: Box<Response>,
 }
 
 /// A relayed in-dialog offer waiting for the other leg's final response.
@@ -614,6 +628,7 @@ impl<M: MediaPlane> B2bua<M> {
             b_provisional: false,
             a_dtls,
             offer_pending: None,
+            ack_offer: None,
         };
         self.calls.insert(key, call);
     }
@@ -807,7 +822,7 @@ impl<M: MediaPlane> B2bua<M> {
             Side::B => c.b_our_tag.clone(),
         };
         match req.method {
-            Method::Ack => {}
+            Method::Ack => self.on_dialog_ack(&key, side, &req, out),
             Method::Cancel if side == Side::A => {
                 out.push(self.reply(peer, &req, 200, Some(&our_tag)));
                 if state == State::Calling {
@@ -964,6 +979,118 @@ impl<M: MediaPlane> B2bua<M> {
         }
     }
 
+    /// The 2xx to a re-INVITE sent without SDP carries the answering leg's offer: it is
+    /// re-offered to the sender in the relayed 2xx, and the exchange stays pending until the
+    /// sender's ACK brings the answer. A refused offer ends the call (neither leg can go on).
+    fn delayed_offer(
+        &mut self,
+        key: &str,
+        from: Peer,
+        req: &Request,
+        resp: Response,
+        answerer: Side,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(c) = self.calls.get(key) else { return };
+        let (offer_tag, opts) = match answerer {
+            Side::B => (
+                c.b_tag.clone(),
+                OfferOptions {
+                    dtls: c.a_dtls,
+                    ..Default::default()
+                },
+            ),
+            Side::A => (Some(c.a_tag.clone()), self.route_offer(c.route)),
+        };
+        let Some(offer_tag) = offer_tag else { return };
+        let offered = self.media.offer_with(
+            &Negotiation {
+                call_id: key,
+                from_tag: &offer_tag,
+                to_tag: None,
+                sdp: &resp.body,
+                suites: &self.suites_for(key),
+            },
+            &opts,
+        );
+        let sdp = match offered {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(call = %&key[..key.len().min(8)], error = %e, "offer in a re-INVITE 2xx refused: hanging up");
+                let mut r = req.reply(e.sip_status(), None);
+                if e.sip_status() == 488 {
+                    r.headers.push("Warning", "399 srtp-edge \"SRTP required\"");
+                }
+                out.push(Action::Send(from, response_bytes(&r)));
+                self.ack_relayed(key, &resp, answerer, out);
+                let sender = if answerer == Side::A {
+                    Side::B
+                } else {
+                    Side::A
+                };
+                self.send_dialog(key, sender, Method::Bye, Tx::Consume, None, out);
+                self.send_dialog(key, answerer, Method::Bye, Tx::Consume, None, out);
+                self.end_call(key, "failed");
+                return;
+            }
+        };
+        let reason = reason_phrase(resp.status);
+        let mut r = reply_to_headers(
+            &req.headers,
+            resp.status,
+            if reason.is_empty() { "Unknown" } else { reason },
+            None,
+        );
+        r.headers.push("Contact", self.contact());
+        r.headers.push("Content-Type", "application/sdp");
+        r.body = sdp.into_bytes();
+        out.push(Action::Send(from, response_bytes(&r)));
+        if let Some(c) = self.calls.get_mut(key) {
+            c.ack_offer = Some(DelayedAck {
+                answerer,
+                offer_tag,
+                resp: Box::new(resp),
+            });
+        }
+    }
+
+    /// An in-dialog ACK: absorbed, unless it brings the answer a delayed ACK waits for.
+    fn on_dialog_ack(&mut self, key: &str, side: Side, ack: &Request, out: &mut Vec<Action>) {
+        let Some(c) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(d) = c.ack_offer.take_if(|d| d.answerer != side) else {
+            return;
+        };
+        c.offer_pending = None;
+        let to_tag = match side {
+            Side::A => Some(c.a_tag.clone()),
+            Side::B => c.b_tag.clone(),
+        };
+        let answer = if ack.body.is_empty() {
+            None
+        } else {
+            self.media
+                .answer(&Negotiation {
+                    call_id: key,
+                    from_tag: &d.offer_tag,
+                    to_tag: to_tag.as_deref(),
+                    sdp: &ack.body,
+                    suites: &self.suites_for(key),
+                })
+                .map_err(|e| tracing::info!(call = %&key[..key.len().min(8)], error = %e, "answer in an ACK refused"))
+                .ok()
+        };
+        let ok = answer.is_some();
+        self.ack_relayed_with(key, &d.resp, d.answerer, answer, out);
+        if !ok {
+            // The offer in the 2xx got no usable answer: neither leg has a session to go on with.
+            self.send_dialog(key, Side::A, Method::Bye, Tx::Consume, None, out);
+            self.send_dialog(key, Side::B, Method::Bye, Tx::Consume, None, out);
+            self.end_call(key, "failed");
+        }
+    }
+
     /// How offers to route `route`'s target are keyed: DTLS-SRTP when its `media_keying` says
     /// so, else SDES in `RTP/SAVP` (no feedback profile towards a SIP trunk).
     fn route_offer(&self, route: usize) -> OfferOptions {
@@ -1017,7 +1144,13 @@ impl<M: MediaPlane> B2bua<M> {
                 if resp.status == 100 {
                     return;
                 }
-                if resp.status >= 200 {
+                // A 2xx carrying an offer (re-INVITE sent without SDP) keeps the exchange
+                // pending until the ACK brings the answer.
+                let offer_in_2xx = offer_tag.is_none()
+                    && req.method == Method::Invite
+                    && (200..300).contains(&resp.status)
+                    && !resp.body.is_empty();
+                if resp.status >= 200 && !offer_in_2xx {
                     if let Some(c) = self.calls.get_mut(&key) {
                         if c.offer_pending.as_ref().is_some_and(|p| p.branch == b) {
                             c.offer_pending = None;
@@ -1038,6 +1171,10 @@ impl<M: MediaPlane> B2bua<M> {
                     if req.method == Method::Invite {
                         self.ack_relayed(&key, &resp, to, out);
                     }
+                    return;
+                }
+                if offer_in_2xx {
+                    self.delayed_offer(&key, from, &req, resp, to, out);
                     return;
                 }
                 let mut body = None;
@@ -1094,6 +1231,19 @@ impl<M: MediaPlane> B2bua<M> {
     /// ACKs a 2xx to a re-INVITE we relayed, on the leg that answered it (the other leg's ACK
     /// to our 2xx is absorbed).
     fn ack_relayed(&mut self, key: &str, resp: &Response, to: Side, out: &mut Vec<Action>) {
+        self.ack_relayed_with(key, resp, to, None, out);
+    }
+
+    /// [`ack_relayed`](Self::ack_relayed) carrying `answer` as SDP (the answer to an offer the
+    /// 2xx carried, for a re-INVITE sent without one).
+    fn ack_relayed_with(
+        &mut self,
+        key: &str,
+        resp: &Response,
+        to: Side,
+        answer: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
         let Ok(cseq) = resp.headers.cseq() else {
             return;
         };
@@ -1123,12 +1273,19 @@ impl<M: MediaPlane> B2bua<M> {
             (c.a_peer, c.a_contact.clone())
         };
         h.push("CSeq", format!("{} ACK", cseq.seq));
+        let body = match answer {
+            Some(sdp) => {
+                h.push("Content-Type", "application/sdp");
+                sdp.into_bytes()
+            }
+            None => Vec::new(),
+        };
         if let Some(uri) = uri {
             let ack = Request {
                 method: Method::Ack,
                 uri,
                 headers: h,
-                body: Vec::new(),
+                body,
             };
             out.push(Action::Send(peer, ack.to_bytes()));
         }
@@ -1298,8 +1455,18 @@ impl<M: MediaPlane> B2bua<M> {
             })
             .collect();
         for (k, b) in stale {
+            let mut delayed = false;
             if let Some(c) = self.calls.get_mut(&k) {
                 c.offer_pending = None;
+                delayed = c.ack_offer.take().is_some();
+            }
+            if delayed {
+                // The sender never ACKed the 2xx that carried an offer: hang up both legs.
+                tracing::info!(call = %&k[..k.len().min(8)], "no ACK with the answer: hanging up");
+                self.send_dialog(&k, Side::A, Method::Bye, Tx::Consume, None, &mut out);
+                self.send_dialog(&k, Side::B, Method::Bye, Tx::Consume, None, &mut out);
+                self.end_call(&k, "failed");
+                continue;
             }
             if let Some((_, Tx::Relay { from, req, .. })) = self.txs.remove(&b) {
                 tracing::info!(call = %&k[..k.len().min(8)], method = %req.method, "relayed offer unanswered: 408");
@@ -2104,6 +2271,86 @@ mod tests {
         );
         assert_eq!(request(&out[0]).method, Method::Invite);
         assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn offerless_reinvite_gets_the_offer_in_the_2xx_and_the_answer_in_the_ack() {
+        let mut b = b2bua();
+        let (up, a_tag) = established(&mut b);
+        let key = text(up.headers.call_id().unwrap());
+        // The caller re-INVITEs without SDP: relayed without SDP, no offer to the media plane.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, ""),
+        );
+        let re = request(&out[0]);
+        assert!(re.body.is_empty());
+        let offers = b.media().log.borrow().len();
+        // The callee's 2xx carries its offer: re-offered to the caller, no ACK upstream yet.
+        let out = b.handle(now(), UP, target_ip(), answer_to(&re, 200, OFFER));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (p, m) = parsed(&out[0]);
+        let Message::Response(ok) = m else { panic!() };
+        assert_eq!((ok.status, p), (200, TRUNK));
+        assert_eq!(ok.body, b"v=0 edge-offer\r\n");
+        assert_eq!(b.media().log.borrow()[offers], format!("offer {key} btag"));
+        // Another offer meanwhile meets glare handling.
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "UPDATE", OFFER));
+        assert_eq!(status(&out[0]), 491);
+        // The caller's ACK brings the answer: rewritten into our ACK to the callee.
+        let mut ack = from_caller("ACK", &a_tag, 2, OFFER);
+        if let Message::Request(r) = &mut ack {
+            r.headers.set("CSeq", "2 ACK");
+        }
+        let out = b.handle(now(), TRUNK, trunk_ip(), ack);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let fwd = request(&out[0]);
+        assert_eq!((fwd.method.clone(), parsed(&out[0]).0), (Method::Ack, UP));
+        assert_eq!(fwd.headers.cseq().unwrap().seq, 2);
+        assert_eq!(fwd.body, b"v=0 edge-answer\r\n");
+        assert_eq!(
+            b.media().log.borrow().last().unwrap(),
+            &format!("answer {key} btag Some(\"atag\")")
+        );
+        // The exchange is over.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 3, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn offerless_reinvite_acked_without_an_answer_hangs_up() {
+        let mut b = b2bua();
+        let (_up, a_tag) = established(&mut b);
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, ""),
+        );
+        let re = request(&out[0]);
+        b.handle(now(), UP, target_ip(), answer_to(&re, 200, OFFER));
+        let mut ack = from_caller("ACK", &a_tag, 2, "");
+        if let Message::Request(r) = &mut ack {
+            r.headers.set("CSeq", "2 ACK");
+        }
+        let out = b.handle(now(), TRUNK, trunk_ip(), ack);
+        let kinds: Vec<(Method, Peer)> = out
+            .iter()
+            .map(|a| (request(a).method, parsed(a).0))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(Method::Ack, UP), (Method::Bye, TRUNK), (Method::Bye, UP)]
+        );
+        assert!(b.is_empty());
     }
 
     #[test]
