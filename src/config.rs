@@ -303,6 +303,31 @@ pub struct RouteConfig {
     /// Fork mode: the `[[fork.backends]]` name that gets a copy of both tracks of every call on
     /// this (SIP-to-SIP) route.
     pub fork: Option<String>,
+    /// How srtp-edge keys the media it offers to the target (the caller's leg is keyed the way
+    /// the caller offered, SDES or DTLS-SRTP).
+    pub media_keying: MediaKeying,
+}
+
+/// The SRTP keying srtp-edge offers on a leg it places (route `media_keying`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MediaKeying {
+    /// SDES: `RTP/SAVP` with `a=crypto` keys in the SDP (RFC 4568); what SIP trunks expect.
+    #[default]
+    Sdes,
+    /// DTLS-SRTP: `UDP/TLS/RTP/SAVP` with our certificate fingerprint, `a=setup:actpass` and
+    /// ICE-lite (RFC 5763/5764); the keys come from a handshake on the media port.
+    Dtls,
+}
+
+impl MediaKeying {
+    /// Parses the config value (`sdes` or `dtls`, any case).
+    pub fn parse(s: &str) -> Option<MediaKeying> {
+        match s.to_ascii_lowercase().as_str() {
+            "sdes" => Some(MediaKeying::Sdes),
+            "dtls" | "dtls-srtp" | "dtls_srtp" => Some(MediaKeying::Dtls),
+            _ => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,6 +408,7 @@ struct RawRoute {
     server_name: String,
     agent: String,
     fork: String,
+    media_keying: String,
 }
 
 #[derive(Deserialize)]
@@ -1004,6 +1030,7 @@ impl Validator {
                         ca_file: None,
                         agent: Some(agent),
                         fork: None,
+                        media_keying: MediaKeying::default(),
                     });
                 }
                 continue;
@@ -1058,6 +1085,17 @@ impl Validator {
                     format!("{server_name:?} is not a DNS name or IP address"),
                 );
             }
+            let media_keying = if r.media_keying.is_empty() {
+                MediaKeying::default()
+            } else {
+                MediaKeying::parse(&r.media_keying).unwrap_or_else(|| {
+                    self.err(
+                        format!("{key}.media_keying"),
+                        format!("{:?} is neither \"sdes\" nor \"dtls\"", r.media_keying),
+                    );
+                    MediaKeying::default()
+                })
+            };
             out.push(RouteConfig {
                 trunk,
                 user_prefix: r.user_prefix,
@@ -1068,6 +1106,7 @@ impl Validator {
                 ca_file,
                 agent: None,
                 fork: fork_name,
+                media_keying,
             });
         }
         out
@@ -1086,6 +1125,7 @@ impl Validator {
             ("fork", !r.fork.is_empty()),
             ("ca_file", !r.ca_file.is_empty()),
             ("server_name", !r.server_name.is_empty()),
+            ("media_keying", !r.media_keying.is_empty()),
         ] {
             if set {
                 self.err(
@@ -1331,9 +1371,11 @@ mod tests {
         let c = Config::from_toml_str(
             "[[trunks]]\nname = \"carrier\"\nfrom = [\"127.0.0.0/8\"]\nsdes_suites = [\"AES_CM_128_HMAC_SHA1_80\"]\n\
              [[routes]]\ntrunk = \"carrier\"\nuser_prefix = \"+49\"\ntarget = \"sip:127.0.0.1:5071;transport=tls\"\n\
-             [[routes]]\ntarget = \"sips:[::1]\"\nserver_name = \"pbx.example\"\n",
+             [[routes]]\ntarget = \"sips:[::1]\"\nserver_name = \"pbx.example\"\nmedia_keying = \"DTLS\"\n",
         )
         .unwrap();
+        assert_eq!(c.routes[0].media_keying, MediaKeying::Sdes);
+        assert_eq!(c.routes[1].media_keying, MediaKeying::Dtls);
         assert_eq!(c.trunks[0].name, "carrier");
         assert_eq!(c.trunks[0].sdes_suites, vec![Profile::AesCm128HmacSha1_80]);
         assert_eq!(c.routes[0].target_addr, "127.0.0.1:5071".parse().unwrap());
@@ -1347,18 +1389,20 @@ mod tests {
     fn bad_trunks_and_routes_are_named() {
         let k = keys(
             "[[trunks]]\nname = \"\"\nfrom = [\"x\"]\n[[routes]]\ntrunk = \"nope\"\ntarget = \"sip:10.0.0.1\"\n\
-             [[routes]]\ntarget = \"wss://a/b\"\n[[routes]]\ntarget = \"sips:pbx.example\"\n[[routes]]\nbogus = 1\n",
+             [[routes]]\ntarget = \"wss://a/b\"\n[[routes]]\ntarget = \"sips:pbx.example\"\n\
+             [[routes]]\ntarget = \"sips:10.0.0.2\"\nmedia_keying = \"zrtp\"\n[[routes]]\nbogus = 1\n",
         );
         assert_eq!(
             k,
             vec![
-                "routes[3].bogus",
+                "routes[4].bogus",
                 "trunks[0].name",
                 "trunks[0].from[0]",
                 "routes[0].trunk",
                 "routes[0].target",
                 "routes[1].target",
                 "routes[2].target",
+                "routes[3].media_keying",
             ]
         );
     }

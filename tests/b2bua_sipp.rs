@@ -1,7 +1,8 @@
 //! SIPp (Debian sip-tester 3.6.1, TCP only) against the B2BUA through stunnel4: SIPp UAC →
 //! stunnel client (TLS) → srtp-edge → stunnel server (TLS) → SIPp UAS. Scenarios live in
-//! interop/sipp/: OPTIONS keepalive, plain RTP refused with 488, and basic calls (SDES offer and
-//! answer rewritten, caller hangs up) at a fixed rate, after which every media port is free.
+//! interop/sipp/: OPTIONS keepalive, plain RTP refused with 488, basic calls (SDES offer and
+//! answer rewritten, caller hangs up) at a fixed rate, after which every media port is free, and
+//! hold/resume re-INVITEs and UPDATEs with new keys relayed and answered in both directions.
 
 mod common;
 
@@ -215,6 +216,85 @@ fn sipp_callee_answering_plain_rtp_is_torn_down() {
         "{}",
         r.edge.media_calls()
     );
+}
+
+/// The caller holds (a=sendonly) and resumes with a new SDES key each time, by re-INVITE or by
+/// UPDATE (`uac`/`uas` scenarios); the target sees both re-offers rewritten (srtp-edge's own,
+/// unchanged key; hold direction kept; nothing of the caller's SDP) and answers each with a new
+/// key of its own; the caller gets both answers rewritten the same way. The scenarios fail a call
+/// on any mismatch.
+fn hold_and_resume(uac_scenario: &str, uas_scenario: &str) -> String {
+    let calls = 5;
+    let (r, uas) = rig(uas_scenario, calls);
+    let mut uas = uas.unwrap();
+    let d = r.dir.path();
+    let (ok, log) = uac(d, uac_scenario, r.front, calls, 5, &[]);
+    uas.wait_exit(Duration::from_secs(20));
+    assert!(
+        ok,
+        "uac:\n{log}\nuas:\n{}\nedge:\n{}",
+        uas.log_text(),
+        r.edge.daemon.log_text()
+    );
+    assert!(uas.exit_ok(), "uas:\n{}", uas.log_text());
+    let edge_log = r.edge.daemon.log_text();
+    // Three offers per call (the INVITE and two re-offers) reached the media plane.
+    assert!(
+        edge_log.matches("offer anchored").count() >= 3 * calls as usize,
+        "{edge_log}"
+    );
+    assert!(
+        r.edge.wait_no_media(Duration::from_secs(5)),
+        "{}",
+        r.edge.media_calls()
+    );
+    edge_log
+}
+
+#[test]
+fn sipp_reinvite_hold_and_resume() {
+    hold_and_resume("uac_reinvite.xml", "uas_reinvite.xml");
+}
+
+#[test]
+fn sipp_reinvite_glare_gets_491() {
+    // The target re-INVITEs while the caller's hold is in flight: 491 from srtp-edge, then the
+    // hold is answered and the call goes on (the UAS scenario fails without the 491).
+    let log = hold_and_resume("uac_reinvite.xml", "uas_glare.xml");
+    assert!(
+        log.matches("offer while another is pending").count() >= 5,
+        "{log}"
+    );
+}
+
+#[test]
+fn sipp_reinvite_without_sdp() {
+    // Delayed offer: the caller's re-INVITE has no SDP, the target offers in its 200 (rewritten
+    // by srtp-edge for the caller), the caller answers in its ACK (rewritten into srtp-edge's ACK
+    // to the target). The scenarios check each rewritten body and fail a call on a mismatch.
+    let calls = 5;
+    let (r, uas) = rig("uas_reinvite_nosdp.xml", calls);
+    let mut uas = uas.unwrap();
+    let d = r.dir.path();
+    let (ok, log) = uac(d, "uac_reinvite_nosdp.xml", r.front, calls, 5, &[]);
+    uas.wait_exit(Duration::from_secs(20));
+    assert!(
+        ok,
+        "uac:\n{log}\nuas:\n{}\nedge:\n{}",
+        uas.log_text(),
+        r.edge.daemon.log_text()
+    );
+    assert!(uas.exit_ok(), "uas:\n{}", uas.log_text());
+    assert!(
+        r.edge.wait_no_media(Duration::from_secs(5)),
+        "{}",
+        r.edge.media_calls()
+    );
+}
+
+#[test]
+fn sipp_update_hold_and_resume() {
+    hold_and_resume("uac_update.xml", "uas_update.xml");
 }
 
 /// Load: SIPp places `SIPP_CALLS` calls (default 1000) at `SIPP_RATE` calls/s (default 100)

@@ -522,3 +522,55 @@ a=crypto:1 AEAD_AES_128_GCM inline:{}\r\nm=video 0 RTP/SAVPF 96\r\n",
     assert!(!a_answer.contains("a=crypto"), "no SDES key on a DTLS leg");
     assert!(!a_answer.contains("198.51.100.2"), "B's address hidden");
 }
+
+#[test]
+fn feedback_profile_dropped_for_a_sip_trunk() {
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-fb:0 nack\r\n\
+                 m=audio 4002 UDP/TLS/RTP/SAVPF 0\r\na=rtcp-fb:0 nack pli\r\na=sendrecv\r\n";
+    let mut sdp = Sdp::parse_bytes(offer.as_bytes()).unwrap();
+    srtp_edge::sdp::policy::drop_feedback(&mut sdp, 0);
+    srtp_edge::sdp::policy::drop_feedback(&mut sdp, 1);
+    srtp_edge::sdp::policy::drop_feedback(&mut sdp, 7);
+    let out = sdp.write();
+    assert!(out.contains("m=audio 4000 RTP/SAVP 0\r\n"), "{out}");
+    assert!(out.contains("m=audio 4002 UDP/TLS/RTP/SAVP 0\r\n"), "{out}");
+    assert!(!out.contains("rtcp-fb"), "{out}");
+    assert!(
+        out.contains("a=rtpmap:0 PCMU/8000") && out.contains("a=sendrecv"),
+        "{out}"
+    );
+}
+
+#[test]
+fn answer_carries_the_offerers_mid() {
+    use srtp_edge::sdp::policy::{rewrite_answer_keyed, AnswerKeying};
+    let offer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/SAVP 0\r\na=mid:0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+        key(1, Profile::AesCm128HmacSha1_80)
+    );
+    let info = inspect_offer(&Sdp::parse(&offer).unwrap()).unwrap();
+    assert_eq!(info.media[0].mid.as_deref(), Some("0"));
+    // The other leg's answer has no a=mid (a SIP phone) or another one.
+    for other in ["", "a=mid:audio\r\n"] {
+        let answer = format!(
+            "v=0\r\no=- 2 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
+             m=audio 5000 RTP/SAVP 0\r\n{other}"
+        );
+        let plan = AnswerPlan {
+            local: local("192.0.2.1", 30000, false),
+            tag: 1,
+            key: SdesKey::generate(Profile::AesCm128HmacSha1_80).unwrap(),
+        };
+        let out = rewrite_answer_keyed(
+            &Sdp::parse(&answer).unwrap(),
+            &info,
+            &[Some(AnswerKeying::Sdes(&plan))],
+        )
+        .unwrap()
+        .write();
+        assert_eq!(out.matches("a=mid:").count(), 1, "{out}");
+        assert!(out.contains("a=mid:0\r\n"), "{out}");
+    }
+}

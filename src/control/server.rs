@@ -229,8 +229,13 @@ impl NgServer {
                     .transport_protocol
                     .as_deref()
                     .is_some_and(|t| t.to_ascii_uppercase().starts_with("UDP/TLS/RTP/SAVP"));
-            self.calls
-                .offer_with(&n, &crate::media::calls::OfferOptions { dtls })
+            self.calls.offer_with(
+                &n,
+                &crate::media::calls::OfferOptions {
+                    dtls,
+                    ..Default::default()
+                },
+            )
         } else {
             self.calls.answer(&n)
         };

@@ -135,6 +135,11 @@ pub struct OfferOptions {
     /// Offer DTLS-SRTP (with ICE-lite) to the other side instead of SDES (ng `DTLS=passive` or
     /// `active`, or `transport-protocol: UDP/TLS/RTP/SAVP(F)`).
     pub dtls: bool,
+    /// Offer the other side the profile without RTCP feedback (`RTP/SAVP`, `UDP/TLS/RTP/SAVP`)
+    /// and none of the offerer's `a=rtcp-fb` lines, even when the offerer used `RTP/SAVPF` or
+    /// `UDP/TLS/RTP/SAVPF` (a WebRTC peer): SIP trunks and phones keyed with SDES expect
+    /// `RTP/SAVP` and reject a feedback profile. The offerer's answer keeps its own profile.
+    pub no_feedback: bool,
 }
 
 /// One side's leg as signaling knows it.
@@ -150,6 +155,48 @@ struct LegSig {
     rtcp_mux: bool,
     /// The DTLS association on this leg, if it is keyed with DTLS-SRTP.
     dtls: Option<LegDtls>,
+    /// The SDES keys on this leg, if it is keyed with SDES.
+    sdes: Option<LegSdes>,
+}
+
+/// A leg's SDES keys as signaling knows them. A re-offer or re-answer (hold, resume, session
+/// refresh) gives this party the same key again, and the running SRTP contexts (with their
+/// rollover counters) stay for every direction whose key did not change (RFC 4568 7.1.4: an
+/// unchanged crypto attribute continues the context). User agents that do not take a changed
+/// key from a re-INVITE (Debian's baresip 1.0) keep hearing the call, and a context is never
+/// restarted under a key it already used (no keystream reuse after a rollover).
+struct LegSdes {
+    suite: Profile,
+    /// srtp-edge's key towards this party (our outbound).
+    ours: zeroize::Zeroizing<Vec<u8>>,
+    /// This party's key (our inbound).
+    theirs: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for LegSdes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegSdes")
+            .field("suite", &self.suite)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LegSdes {
+    /// Our key for `suite` again, if this leg already has one in that suite.
+    fn ours_for(&self, suite: Profile) -> Option<SdesKey> {
+        (self.suite == suite).then(|| SdesKey {
+            suite,
+            key: crate::sdp::crypto::KeyMaterial::new(self.ours.clone()),
+        })
+    }
+
+    fn same_ours(&self, suite: Profile, ours: &[u8]) -> bool {
+        self.suite == suite && self.ours.as_slice() == ours
+    }
+
+    fn same_theirs(&self, suite: Profile, theirs: &[u8]) -> bool {
+        self.suite == suite && self.theirs.as_slice() == theirs
+    }
 }
 
 /// A leg's DTLS association as signaling knows it: a re-offer or re-answer with the same peer
@@ -625,7 +672,15 @@ impl Calls {
         call.last_signal = SystemTime::now();
         call.offered_g711 = offered_g711;
 
-        let offered = SdesKey::generate_all(n.suites)?;
+        let mut offered = SdesKey::generate_all(n.suites)?;
+        // A leg already keyed with SDES is offered its running key again in that suite.
+        if let Some(prev) = call.legs[other].sdes.as_ref() {
+            for k in offered.iter_mut() {
+                if let Some(same) = prev.ours_for(k.suite) {
+                    *k = same;
+                }
+            }
+        }
         let offered_suites: Vec<Vec<Profile>> = info
             .media
             .iter()
@@ -691,6 +746,11 @@ impl Calls {
             let offered = plans.swap_remove(index).map(|p| p.keys).unwrap_or_default();
             (out, offered, None)
         };
+
+        let mut out = out;
+        if opts.no_feedback {
+            policy::drop_feedback(&mut out, index);
+        }
 
         if new_call {
             // The offerer's leg can decrypt at once (SDES); nothing can be sent until the answer.
@@ -770,6 +830,7 @@ impl Calls {
             signalled: None,
             rtcp_mux: false,
             dtls: None,
+            sdes: None,
         };
         let legs = [sig(v6a, a.rtp_port), sig(v6b, b.rtp_port)];
         let setup = |p: super::ports::PortPair| LegSetup {
@@ -834,6 +895,7 @@ impl Calls {
         let pending_index = pending.index;
         let mut new_other_state: Option<LegDtls> = None;
         let mut new_offerer_state: Option<LegDtls> = None;
+        let mut new_other_sdes: Option<LegSdes> = None;
         let (other_in, other_out, other_suite, mut other_dtls, other_rtp, other_rtcp, other_mux) =
             match &pending.other_dtls {
                 None => {
@@ -851,12 +913,31 @@ impl Calls {
                         .ok_or(PolicyError::AnswerCryptoMismatch {
                             index: pending.index,
                         })?;
-                    let other_in = self.ctx(chosen.suite, chosen.key.as_bytes())?;
-                    let other_out = self.ctx(chosen.suite, ours_to_other.key.as_bytes())?;
+                    // A direction whose key did not change keeps its running context.
+                    let prev = call.legs[other].sdes.as_ref();
+                    let other_in = if prev
+                        .is_some_and(|p| p.same_theirs(chosen.suite, chosen.key.as_bytes()))
+                    {
+                        None
+                    } else {
+                        Some(self.ctx(chosen.suite, chosen.key.as_bytes())?)
+                    };
+                    let other_out = if prev
+                        .is_some_and(|p| p.same_ours(chosen.suite, ours_to_other.key.as_bytes()))
+                    {
+                        None
+                    } else {
+                        Some(self.ctx(chosen.suite, ours_to_other.key.as_bytes())?)
+                    };
+                    new_other_sdes = Some(LegSdes {
+                        suite: chosen.suite,
+                        ours: zeroize::Zeroizing::new(ours_to_other.key.as_bytes().to_vec()),
+                        theirs: zeroize::Zeroizing::new(chosen.key.as_bytes().to_vec()),
+                    });
                     let am = &ans.media[pending.index];
                     (
-                        Some(other_in),
-                        Some(other_out),
+                        other_in,
+                        other_out,
                         Some(chosen.suite),
                         None,
                         am.rtp,
@@ -926,12 +1007,35 @@ impl Calls {
         };
         // The offerer's leg: our SDES key towards it in the suite we chose from its offer, or a
         // DTLS-SRTP handshake whose keys replace the contexts when it completes.
+        let mut new_offerer_sdes: Option<LegSdes> = None;
         let (offerer_in, offerer_out, offerer_dtls, out) = match &pending.offerer_dtls {
             None => {
-                let ours_to_offerer = SdesKey::generate(pending.offerer_suite)?;
-                let offerer_in = self.ctx(pending.offerer_suite, &pending.offerer_key)?;
-                let offerer_out =
-                    self.ctx(pending.offerer_suite, ours_to_offerer.key.as_bytes())?;
+                // The offerer gets its running key again in the same suite; a direction whose
+                // key did not change keeps its running context.
+                let prev = call.legs[side].sdes.as_ref();
+                let ours_to_offerer = match prev.and_then(|p| p.ours_for(pending.offerer_suite)) {
+                    Some(k) => k,
+                    None => SdesKey::generate(pending.offerer_suite)?,
+                };
+                let offerer_in = if prev
+                    .is_some_and(|p| p.same_theirs(pending.offerer_suite, &pending.offerer_key))
+                {
+                    None
+                } else {
+                    Some(self.ctx(pending.offerer_suite, &pending.offerer_key)?)
+                };
+                let offerer_out = if prev.is_some_and(|p| {
+                    p.same_ours(pending.offerer_suite, ours_to_offerer.key.as_bytes())
+                }) {
+                    None
+                } else {
+                    Some(self.ctx(pending.offerer_suite, ours_to_offerer.key.as_bytes())?)
+                };
+                new_offerer_sdes = Some(LegSdes {
+                    suite: pending.offerer_suite,
+                    ours: zeroize::Zeroizing::new(ours_to_offerer.key.as_bytes().to_vec()),
+                    theirs: pending.offerer_key.clone(),
+                });
                 let plan = AnswerPlan {
                     local,
                     tag: pending.offerer_tag,
@@ -941,7 +1045,7 @@ impl Calls {
                     (0..pending.offer.media.len()).map(|_| None).collect();
                 plans[pending.index] = Some(AnswerKeying::Sdes(&plan));
                 let out = policy::rewrite_answer_keyed(&sdp, &pending.offer, &plans)?;
-                (Some(offerer_in), Some(offerer_out), None, out)
+                (offerer_in, offerer_out, None, out)
             }
             Some(d) => {
                 let ctx = self.dtls.as_ref().ok_or(PolicyError::DtlsUnavailable {
@@ -1053,6 +1157,8 @@ impl Calls {
         if let Some(t) = n.to_tag {
             call.tags[other].get_or_insert_with(|| t.to_string());
         }
+        call.legs[side].sdes = new_offerer_sdes;
+        call.legs[other].sdes = new_other_sdes;
         if let Some(st) = new_offerer_state {
             call.legs[side].dtls = Some(st);
         }
@@ -1376,12 +1482,9 @@ impl Calls {
     /// Reads the DTLS-SRTP keying of an offered m-line: `Some` when the offerer keys with DTLS
     /// (a `UDP/TLS/RTP/SAVP(F)` profile, or a fingerprint and no `a=crypto`), `None` for SDES.
     fn dtls_offer(&self, m: &policy::MediaInfo) -> Result<Option<DtlsOffer>, CallError> {
-        let Some(d) = m.dtls.as_ref() else {
+        let Some(d) = m.dtls.as_ref().filter(|_| keys_with_dtls(m)) else {
             return Ok(None);
         };
-        if !(m.proto.is_dtls() || m.crypto.is_empty()) {
-            return Ok(None);
-        }
         if self.dtls.is_none() {
             return Err(PolicyError::DtlsUnavailable { index: m.index }.into());
         }
@@ -1417,6 +1520,26 @@ impl Calls {
             let _ = self.delete(&id);
         }
     }
+}
+
+/// True when an offered m-line is keyed with DTLS-SRTP rather than SDES: it carries a
+/// fingerprint and either a `UDP/TLS/RTP/SAVP(F)` profile or no `a=crypto` (the rule the call
+/// table answers by).
+fn keys_with_dtls(m: &policy::MediaInfo) -> bool {
+    m.dtls.is_some() && (m.proto.is_dtls() || m.crypto.is_empty())
+}
+
+/// True when `sdp` is an offer whose relayed audio stream (the first accepted one) is keyed with
+/// DTLS-SRTP. The SIP B2BUA uses it to offer that party DTLS-SRTP again when the other side
+/// re-offers (hold, re-key). Unparsable SDP is `false`; the offer itself reports the error.
+pub fn offer_keys_with_dtls(sdp: &[u8]) -> bool {
+    let Ok(sdp) = Sdp::parse_bytes(sdp) else {
+        return false;
+    };
+    policy::inspect_offer(&sdp)
+        .ok()
+        .and_then(|info| info.media.into_iter().find(|m| m.accepted))
+        .is_some_and(|m| keys_with_dtls(&m))
 }
 
 /// Seconds since the Unix epoch, for ng replies.

@@ -180,6 +180,8 @@ pub struct MediaInfo {
     pub ice: Option<IceInfo>,
     /// The direction attribute (sendrecv when absent).
     pub direction: Direction,
+    /// The `a=mid` identification tag (RFC 5888), if any: the answer carries it back.
+    pub mid: Option<String>,
 }
 
 /// The result of [`inspect_offer`]: one entry per m-line, in order.
@@ -250,6 +252,7 @@ fn media_info(sdp: &Sdp, index: usize, m: &MediaSection) -> Result<MediaInfo, Po
         dtls: dtls_info(sdp, m),
         ice: IceInfo::collect(sdp, m),
         direction: m.direction().unwrap_or(Direction::SendRecv),
+        mid: m.attr("mid").flatten().map(str::to_string),
     };
     if !accepted {
         return Ok(info);
@@ -508,6 +511,20 @@ pub fn rewrite_offer_keyed(
     Ok(out)
 }
 
+/// Turns m-line `index` of a rewritten offer into the profile without RTCP feedback
+/// (`RTP/SAVPF` to `RTP/SAVP`, `UDP/TLS/RTP/SAVPF` to `UDP/TLS/RTP/SAVP`) and drops its
+/// `a=rtcp-fb` lines: for the leg towards a SIP peer that does not do AVPF (RFC 4585).
+pub fn drop_feedback(sdp: &mut Sdp, index: usize) {
+    if let Some(m) = sdp.media.get_mut(index) {
+        match m.protocol() {
+            Proto::RtpSavpf => m.proto = "RTP/SAVP".to_string(),
+            Proto::UdpTlsRtpSavpf => m.proto = "UDP/TLS/RTP/SAVP".to_string(),
+            _ => {}
+        }
+        m.remove_attrs(&["rtcp-fb"]);
+    }
+}
+
 fn set_origin_address(sdp: &mut Sdp, addr: IpAddr) {
     if let Some(o) = sdp.session.iter_mut().find(|l| l.kind == 'o') {
         let parts: Vec<&str> = o.value.split(' ').collect();
@@ -706,6 +723,14 @@ pub fn rewrite_answer_keyed(
         set_media_connection(m, session_addr, plan.local.addr);
         write_transport(m, &plan.local, plan.local.rtcp_mux && info.rtcp_mux)?;
         m.lines.push(plan.key.attr_line(plan.tag));
+    }
+    // Each m-line answers with the offerer's a=mid (RFC 5888), whatever the other leg's answer
+    // said: WebRTC offerers match answer m-lines to their offer by it.
+    for (m, info) in out.media.iter_mut().zip(&offer.media) {
+        m.remove_attrs(&["mid"]);
+        if let Some(mid) = &info.mid {
+            m.push_attr("mid", Some(mid));
+        }
     }
     if lite {
         // RFC 8839 section 5.3: a=ice-lite is a session-level attribute, before the m-lines.

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{RouteConfig, TrunkConfig};
-use crate::media::calls::{CallError, ForkMeta, Negotiation};
+use crate::config::{MediaKeying, RouteConfig, TrunkConfig};
+use crate::media::calls::{offer_keys_with_dtls, CallError, ForkMeta, Negotiation, OfferOptions};
 use crate::redact::Redacted;
 use crate::srtp::Profile;
 
@@ -49,8 +49,14 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
 /// The media plane as the B2BUA needs it: the call table's offer/answer/delete. A trait so the
 /// state machine is testable without media sockets.
 pub trait MediaPlane {
-    /// Anchors or re-offers; returns the SDP for the other party.
-    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError>;
+    /// Anchors or re-offers with SDES towards the other party; returns the SDP for it.
+    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        self.offer_with(n, &OfferOptions::default())
+    }
+    /// Anchors or re-offers, keying the other party as `opts` says (SDES, or DTLS-SRTP when
+    /// `opts.dtls`); returns the SDP for it. The offerer's own keying (SDES or DTLS-SRTP) is
+    /// read from its SDP.
+    fn offer_with(&self, n: &Negotiation<'_>, opts: &OfferOptions) -> Result<String, CallError>;
     /// Completes an offer; returns the SDP for the offerer.
     fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError>;
     /// Releases the call's ports (unknown calls are fine).
@@ -74,8 +80,8 @@ pub trait MediaPlane {
 }
 
 impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
-    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
-        (**self).offer(n)
+    fn offer_with(&self, n: &Negotiation<'_>, opts: &OfferOptions) -> Result<String, CallError> {
+        (**self).offer_with(n, opts)
     }
     fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
         (**self).answer(n)
@@ -100,8 +106,8 @@ impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
 }
 
 impl MediaPlane for crate::media::calls::Calls {
-    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
-        crate::media::calls::Calls::offer(self, n)
+    fn offer_with(&self, n: &Negotiation<'_>, opts: &OfferOptions) -> Result<String, CallError> {
+        crate::media::calls::Calls::offer_with(self, n, opts)
     }
     fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
         crate::media::calls::Calls::answer(self, n)
@@ -222,6 +228,37 @@ struct Call {
     answer_sdp: Option<String>,
     /// A provisional with a To tag has been relayed (so a CANCEL can follow).
     b_provisional: bool,
+    /// Leg A keys its media with DTLS-SRTP (from its last offer): offers relayed to it are
+    /// DTLS-SRTP too. Leg B gets what its route's `media_keying` says.
+    a_dtls: bool,
+    /// An in-dialog offer (re-INVITE, or UPDATE with SDP) relayed and not yet answered; the
+    /// media plane holds one pending offer per call, so a second one meets glare handling.
+    offer_pending: Option<PendingOffer>,
+    /// A re-INVITE sent without SDP was answered with an offer in the 2xx: the answer comes in
+    /// the sender's ACK, and our ACK to the answering leg waits for it (RFC 3261 13.2.1).
+    ack_offer: Option<DelayedAck>,
+}
+
+/// The 2xx whose ACK waits for the answer in the other leg's ACK.
+#[derive(Debug)]
+struct DelayedAck {
+    /// The leg that sent the 2xx with the offer (and gets our ACK with the answer).
+    answerer: Side,
+    /// The offer's tag (the answerer's dialog tag).
+    offer_tag: String,
+    /// The 2xx (its CSeq makes the ACK).
+    resp: Box<Response>,
+}
+
+/// A relayed in-dialog offer waiting for the other leg's final response.
+#[derive(Debug)]
+struct PendingOffer {
+    /// The leg that sent it.
+    from: Side,
+    /// Our client transaction towards the other leg.
+    branch: String,
+    /// When it is given up (408 to the sender).
+    deadline: Instant,
 }
 
 /// The B2BUA.
@@ -252,6 +289,13 @@ fn rand_hex(bytes: usize) -> String {
         }
     }
     hex::encode(b)
+}
+
+/// A random `Retry-After` for a 500 to an overlapping offer: 0 to 10 seconds (RFC 3261 14.2).
+fn retry_after() -> u8 {
+    let mut b = [0u8; 1];
+    let _ = getrandom::fill(&mut b);
+    b[0] % 11
 }
 
 fn branch() -> String {
@@ -521,13 +565,19 @@ impl<M: MediaPlane> B2bua<M> {
             .map(|t| t.sdes_suites.clone())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| self.settings.suites.clone());
-        let offer = self.media.offer(&Negotiation {
-            call_id: &key,
-            from_tag: &a_tag,
-            to_tag: None,
-            sdp: &req.body,
-            suites: &suites,
-        });
+        // Leg A is keyed the way the caller offered; leg B as the route says.
+        let a_dtls = offer_keys_with_dtls(&req.body);
+        let opts = self.route_offer(route);
+        let offer = self.media.offer_with(
+            &Negotiation {
+                call_id: &key,
+                from_tag: &a_tag,
+                to_tag: None,
+                sdp: &req.body,
+                suites: &suites,
+            },
+            &opts,
+        );
         let sdp = match offer {
             Ok(s) => s,
             Err(e) => {
@@ -644,6 +694,9 @@ impl<M: MediaPlane> B2bua<M> {
             b_cseq: 1,
             answer_sdp: None,
             b_provisional: false,
+            a_dtls,
+            offer_pending: None,
+            ack_offer: None,
         };
         self.calls.insert(key, call);
     }
@@ -837,7 +890,7 @@ impl<M: MediaPlane> B2bua<M> {
             Side::B => c.b_our_tag.clone(),
         };
         match req.method {
-            Method::Ack => {}
+            Method::Ack => self.on_dialog_ack(&key, side, &req, out),
             Method::Cancel if side == Side::A => {
                 out.push(self.reply(peer, &req, 200, Some(&our_tag)));
                 if state == State::Calling {
@@ -876,6 +929,25 @@ impl<M: MediaPlane> B2bua<M> {
             }
             Method::Invite | Method::Update | Method::Info if state == State::Confirmed => {
                 let sdp_offer = !req.body.is_empty() && req.method != Method::Info;
+                // A re-INVITE (with or without SDP) or an UPDATE offer starts an offer/answer
+                // exchange; only one can be in flight per call.
+                let starts_exchange = req.method == Method::Invite || sdp_offer;
+                if let Some(p) = c.offer_pending.as_ref().filter(|_| starts_exchange) {
+                    let mut r = if p.from == side {
+                        // The sender's own offer is still unanswered (RFC 3261 14.2, RFC 3311
+                        // 5.2): 500 with a random Retry-After of 0-10 s.
+                        let mut r = req.reply(500, Some(our_tag.as_bytes()));
+                        r.headers.push("Retry-After", retry_after().to_string());
+                        r
+                    } else {
+                        // Our offer to the sender crossed its own: glare (RFC 3261 14.1).
+                        req.reply(491, Some(our_tag.as_bytes()))
+                    };
+                    r.headers.push("Allow", ALLOW);
+                    tracing::info!(call = %&key[..key.len().min(8)], status = r.status, method = %req.method, "offer while another is pending");
+                    out.push(Action::Send(peer, response_bytes(&r)));
+                    return;
+                }
                 let offer_tag = if sdp_offer {
                     let tag = match side {
                         Side::A => Some(c.a_tag.clone()),
@@ -883,14 +955,34 @@ impl<M: MediaPlane> B2bua<M> {
                     };
                     let Some(tag) = tag else { return };
                     let suites = self.suites_for(&key);
-                    match self.media.offer(&Negotiation {
-                        call_id: &key,
-                        from_tag: &tag,
-                        to_tag: None,
-                        sdp: &req.body,
-                        suites: &suites,
-                    }) {
-                        Ok(s) => Some((tag, s)),
+                    // The other party keeps its keying: leg A what the caller offered, leg B
+                    // the route's `media_keying`.
+                    let opts = match other {
+                        Side::A => OfferOptions {
+                            dtls: c.a_dtls,
+                            ..Default::default()
+                        },
+                        Side::B => self.route_offer(c.route),
+                    };
+                    match self.media.offer_with(
+                        &Negotiation {
+                            call_id: &key,
+                            from_tag: &tag,
+                            to_tag: None,
+                            sdp: &req.body,
+                            suites: &suites,
+                        },
+                        &opts,
+                    ) {
+                        Ok(s) => {
+                            if side == Side::A {
+                                let a_dtls = offer_keys_with_dtls(&req.body);
+                                if let Some(c) = self.calls.get_mut(&key) {
+                                    c.a_dtls = a_dtls;
+                                }
+                            }
+                            Some((tag, s))
+                        }
                         Err(e) => {
                             let mut r = req.reply(e.sip_status(), Some(our_tag.as_bytes()));
                             if e.sip_status() == 488 {
@@ -930,6 +1022,15 @@ impl<M: MediaPlane> B2bua<M> {
                         }
                         r.body = b;
                     }
+                    if starts_exchange {
+                        if let Some(c) = self.calls.get_mut(&key) {
+                            c.offer_pending = Some(PendingOffer {
+                                from: side,
+                                branch: b.clone(),
+                                deadline: now + self.settings.timer_b,
+                            });
+                        }
+                    }
                     self.txs.insert(b, (key.clone(), tx));
                     out.push(Action::Send(p, r.to_bytes()));
                 }
@@ -943,6 +1044,132 @@ impl<M: MediaPlane> B2bua<M> {
                 out.push(Action::Send(peer, response_bytes(&r)));
             }
             _ => out.push(self.reply(peer, &req, 501, Some(&our_tag))),
+        }
+    }
+
+    /// The 2xx to a re-INVITE sent without SDP carries the answering leg's offer: it is
+    /// re-offered to the sender in the relayed 2xx, and the exchange stays pending until the
+    /// sender's ACK brings the answer. A refused offer ends the call (neither leg can go on).
+    fn delayed_offer(
+        &mut self,
+        key: &str,
+        from: Peer,
+        req: &Request,
+        resp: Response,
+        answerer: Side,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(c) = self.calls.get(key) else { return };
+        let (offer_tag, opts) = match answerer {
+            Side::B => (
+                c.b_tag.clone(),
+                OfferOptions {
+                    dtls: c.a_dtls,
+                    ..Default::default()
+                },
+            ),
+            Side::A => (Some(c.a_tag.clone()), self.route_offer(c.route)),
+        };
+        let Some(offer_tag) = offer_tag else { return };
+        let offered = self.media.offer_with(
+            &Negotiation {
+                call_id: key,
+                from_tag: &offer_tag,
+                to_tag: None,
+                sdp: &resp.body,
+                suites: &self.suites_for(key),
+            },
+            &opts,
+        );
+        let sdp = match offered {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(call = %&key[..key.len().min(8)], error = %e, "offer in a re-INVITE 2xx refused: hanging up");
+                let mut r = req.reply(e.sip_status(), None);
+                if e.sip_status() == 488 {
+                    r.headers.push("Warning", "399 srtp-edge \"SRTP required\"");
+                }
+                out.push(Action::Send(from, response_bytes(&r)));
+                self.ack_relayed(key, &resp, answerer, out);
+                let sender = if answerer == Side::A {
+                    Side::B
+                } else {
+                    Side::A
+                };
+                self.send_dialog(key, sender, Method::Bye, Tx::Consume, None, out);
+                self.send_dialog(key, answerer, Method::Bye, Tx::Consume, None, out);
+                self.end_call(key, "failed");
+                return;
+            }
+        };
+        let reason = reason_phrase(resp.status);
+        let mut r = reply_to_headers(
+            &req.headers,
+            resp.status,
+            if reason.is_empty() { "Unknown" } else { reason },
+            None,
+        );
+        r.headers.push("Contact", self.contact());
+        r.headers.push("Content-Type", "application/sdp");
+        r.body = sdp.into_bytes();
+        out.push(Action::Send(from, response_bytes(&r)));
+        if let Some(c) = self.calls.get_mut(key) {
+            c.ack_offer = Some(DelayedAck {
+                answerer,
+                offer_tag,
+                resp: Box::new(resp),
+            });
+        }
+    }
+
+    /// An in-dialog ACK: absorbed, unless it brings the answer a delayed ACK waits for.
+    fn on_dialog_ack(&mut self, key: &str, side: Side, ack: &Request, out: &mut Vec<Action>) {
+        let Some(c) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(d) = c.ack_offer.take_if(|d| d.answerer != side) else {
+            return;
+        };
+        c.offer_pending = None;
+        let to_tag = match side {
+            Side::A => Some(c.a_tag.clone()),
+            Side::B => c.b_tag.clone(),
+        };
+        let answer = if ack.body.is_empty() {
+            None
+        } else {
+            self.media
+                .answer(&Negotiation {
+                    call_id: key,
+                    from_tag: &d.offer_tag,
+                    to_tag: to_tag.as_deref(),
+                    sdp: &ack.body,
+                    suites: &self.suites_for(key),
+                })
+                .map_err(|e| tracing::info!(call = %&key[..key.len().min(8)], error = %e, "answer in an ACK refused"))
+                .ok()
+        };
+        let ok = answer.is_some();
+        self.ack_relayed_with(key, &d.resp, d.answerer, answer, out);
+        if !ok {
+            // The offer in the 2xx got no usable answer: neither leg has a session to go on with.
+            self.send_dialog(key, Side::A, Method::Bye, Tx::Consume, None, out);
+            self.send_dialog(key, Side::B, Method::Bye, Tx::Consume, None, out);
+            self.end_call(key, "failed");
+        }
+    }
+
+    /// How offers to route `route`'s target are keyed: DTLS-SRTP when its `media_keying` says
+    /// so, else SDES in `RTP/SAVP` (no feedback profile towards a SIP trunk).
+    fn route_offer(&self, route: usize) -> OfferOptions {
+        let dtls = self
+            .settings
+            .routes
+            .get(route)
+            .is_some_and(|r| r.media_keying == MediaKeying::Dtls);
+        OfferOptions {
+            dtls,
+            no_feedback: !dtls,
         }
     }
 
@@ -983,6 +1210,39 @@ impl<M: MediaPlane> B2bua<M> {
                 to,
             } => {
                 if resp.status == 100 {
+                    return;
+                }
+                // A 2xx carrying an offer (re-INVITE sent without SDP) keeps the exchange
+                // pending until the ACK brings the answer.
+                let offer_in_2xx = offer_tag.is_none()
+                    && req.method == Method::Invite
+                    && (200..300).contains(&resp.status)
+                    && !resp.body.is_empty();
+                if resp.status >= 200 && !offer_in_2xx {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        if c.offer_pending.as_ref().is_some_and(|p| p.branch == b) {
+                            c.offer_pending = None;
+                        }
+                    }
+                }
+                if offer_tag.is_some() && (200..300).contains(&resp.status) && resp.body.is_empty()
+                {
+                    // A 2xx to our offer must carry the answer (RFC 3264): the exchange failed,
+                    // the sender keeps its previous session; the answering leg is ACKed.
+                    tracing::info!(call = %&key[..key.len().min(8)], "2xx to a relayed offer without an answer");
+                    let mut r = req.reply(488, None);
+                    r.headers.push(
+                        "Warning",
+                        "399 srtp-edge \"no SDP answer from the other party\"",
+                    );
+                    out.push(Action::Send(from, response_bytes(&r)));
+                    if req.method == Method::Invite {
+                        self.ack_relayed(&key, &resp, to, out);
+                    }
+                    return;
+                }
+                if offer_in_2xx {
+                    self.delayed_offer(&key, from, &req, resp, to, out);
                     return;
                 }
                 let mut body = None;
@@ -1039,6 +1299,19 @@ impl<M: MediaPlane> B2bua<M> {
     /// ACKs a 2xx to a re-INVITE we relayed, on the leg that answered it (the other leg's ACK
     /// to our 2xx is absorbed).
     fn ack_relayed(&mut self, key: &str, resp: &Response, to: Side, out: &mut Vec<Action>) {
+        self.ack_relayed_with(key, resp, to, None, out);
+    }
+
+    /// [`ack_relayed`](Self::ack_relayed) carrying `answer` as SDP (the answer to an offer the
+    /// 2xx carried, for a re-INVITE sent without one).
+    fn ack_relayed_with(
+        &mut self,
+        key: &str,
+        resp: &Response,
+        to: Side,
+        answer: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
         let Ok(cseq) = resp.headers.cseq() else {
             return;
         };
@@ -1068,12 +1341,19 @@ impl<M: MediaPlane> B2bua<M> {
             (c.a_peer, c.a_contact.clone())
         };
         h.push("CSeq", format!("{} ACK", cseq.seq));
+        let body = match answer {
+            Some(sdp) => {
+                h.push("Content-Type", "application/sdp");
+                sdp.into_bytes()
+            }
+            None => Vec::new(),
+        };
         if let Some(uri) = uri {
             let ack = Request {
                 method: Method::Ack,
                 uri,
                 headers: h,
-                body: Vec::new(),
+                body,
             };
             out.push(Action::Send(peer, ack.to_bytes()));
         }
@@ -1233,6 +1513,37 @@ impl<M: MediaPlane> B2bua<M> {
                 }
             }
         }
+        // Relayed offers the other leg never answered: 408 to the sender, the dialog goes on.
+        let stale: Vec<(String, String)> = self
+            .calls
+            .values()
+            .filter_map(|c| {
+                c.offer_pending
+                    .as_ref()
+                    .filter(|p| p.deadline <= now)
+                    .map(|p| (c.key.clone(), p.branch.clone()))
+            })
+            .collect();
+        for (k, b) in stale {
+            let mut delayed = false;
+            if let Some(c) = self.calls.get_mut(&k) {
+                c.offer_pending = None;
+                delayed = c.ack_offer.take().is_some();
+            }
+            if delayed {
+                // The sender never ACKed the 2xx that carried an offer: hang up both legs.
+                tracing::info!(call = %&k[..k.len().min(8)], "no ACK with the answer: hanging up");
+                self.send_dialog(&k, Side::A, Method::Bye, Tx::Consume, None, &mut out);
+                self.send_dialog(&k, Side::B, Method::Bye, Tx::Consume, None, &mut out);
+                self.end_call(&k, "failed");
+                continue;
+            }
+            if let Some((_, Tx::Relay { from, req, .. })) = self.txs.remove(&b) {
+                tracing::info!(call = %&k[..k.len().min(8)], method = %req.method, "relayed offer unanswered: 408");
+                let r = req.reply(408, None);
+                out.push(Action::Send(from, response_bytes(&r)));
+            }
+        }
         let due: Vec<(String, State)> = self
             .calls
             .values()
@@ -1300,10 +1611,15 @@ mod tests {
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.9.9.9\r\ns=-\r\nc=IN IP4 10.9.9.9\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n";
 
     impl MediaPlane for Fake {
-        fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        fn offer_with(
+            &self,
+            n: &Negotiation<'_>,
+            opts: &OfferOptions,
+        ) -> Result<String, CallError> {
+            let keying = if opts.dtls { " dtls" } else { "" };
             self.log
                 .borrow_mut()
-                .push(format!("offer {} {}", n.call_id, n.from_tag));
+                .push(format!("offer {} {}{keying}", n.call_id, n.from_tag));
             if n.sdp.windows(8).any(|w| w == b"RTP/AVP ") {
                 return Err(CallError::Policy(PolicyError::PlaintextMedia { index: 0 }));
             }
@@ -1330,10 +1646,15 @@ mod tests {
     }
 
     fn b2bua() -> B2bua<Fake> {
-        let c = Config::from_toml_str(
+        b2bua_keyed("sdes")
+    }
+
+    /// The B2BUA with its one route offering `keying` (`media_keying`).
+    fn b2bua_keyed(keying: &str) -> B2bua<Fake> {
+        let c = Config::from_toml_str(&format!(
             "[[trunks]]\nname = \"t\"\nfrom = [\"192.0.2.0/24\"]\n\
-             [[routes]]\ntarget = \"sip:198.51.100.7:5071;transport=tls\"\n",
-        )
+             [[routes]]\ntarget = \"sip:198.51.100.7:5071;transport=tls\"\nmedia_keying = \"{keying}\"\n",
+        ))
         .unwrap();
         B2bua::new(
             Settings {
@@ -1822,5 +2143,322 @@ mod tests {
         assert_eq!(request(&out[0]).method, Method::Ack);
         assert_eq!(status(&out[1]), 486);
         assert!(b.is_empty());
+    }
+    /// A DTLS-SRTP offer (baresip `mediaenc=dtls_srtp`).
+    const DTLS_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.9.9.9\r\ns=-\r\nc=IN IP4 10.9.9.9\r\nt=0 0\r\n\
+        m=audio 4000 UDP/TLS/RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+        a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
+        a=setup:actpass\r\n";
+
+    /// The last `offer` line of the media log.
+    fn last_offer(b: &B2bua<Fake>) -> String {
+        b.media()
+            .log
+            .borrow()
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("offer "))
+            .cloned()
+            .unwrap()
+    }
+
+    /// A re-INVITE (or UPDATE) from the caller in the dialog whose To tag is `a_tag`.
+    fn from_caller(method: &str, a_tag: &str, seq: u32, body: &str) -> Message {
+        let mut m = req(method, &format!(";tag={a_tag}"), body);
+        if let Message::Request(r) = &mut m {
+            r.headers.set("CSeq", format!("{seq} {method}"));
+        }
+        m
+    }
+
+    #[test]
+    fn route_media_keying_chooses_what_leg_b_is_offered() {
+        // SDES caller, DTLS route: leg B is offered DTLS-SRTP, and so is every re-offer to it.
+        let mut b = b2bua_keyed("dtls");
+        let up = invite(&mut b);
+        let key = text(up.headers.call_id().unwrap());
+        assert_eq!(last_offer(&b), format!("offer {key} atag dtls"));
+        let out = b.handle(now(), UP, target_ip(), answer_to(&up, 200, OFFER));
+        let Message::Response(ok) = parsed(&out[1]).1 else {
+            panic!()
+        };
+        let a_tag = ok.headers.to().unwrap().tag().map(text).unwrap();
+        b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        assert_eq!(last_offer(&b), format!("offer {key} atag dtls"));
+        // The callee re-offers towards the SDES caller: SDES.
+        let mut b = b2bua_keyed("dtls");
+        let (up, _) = established(&mut b);
+        b.handle(now(), UP, target_ip(), from_target(&up, "INVITE", OFFER));
+        assert_eq!(
+            last_offer(&b),
+            format!(
+                "offer {key2} btag",
+                key2 = text(up.headers.call_id().unwrap())
+            )
+        );
+    }
+
+    #[test]
+    fn dtls_caller_is_offered_dtls_again_and_sdes_route_stays_sdes() {
+        let mut b = b2bua();
+        let out = b.handle(now(), TRUNK, trunk_ip(), req("INVITE", "", DTLS_OFFER));
+        let up = request(&out[1]);
+        let key = text(up.headers.call_id().unwrap());
+        // The caller's DTLS offer goes to the media plane as it is; leg B gets SDES.
+        assert_eq!(last_offer(&b), format!("offer {key} atag"));
+        let out = b.handle(now(), UP, target_ip(), answer_to(&up, 200, OFFER));
+        let Message::Response(ok) = parsed(&out[1]).1 else {
+            panic!()
+        };
+        let a_tag = ok.headers.to().unwrap().tag().map(text).unwrap();
+        // The callee puts the call on hold: the caller (DTLS) is re-offered DTLS-SRTP.
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "INVITE", OFFER));
+        assert_eq!(last_offer(&b), format!("offer {key} btag dtls"));
+        let re = request(&out[0]);
+        let out = b.handle(now(), TRUNK, trunk_ip(), {
+            let mut r = re.reply(200, None);
+            r.headers.push("Content-Type", "application/sdp");
+            r.body = DTLS_OFFER.as_bytes().to_vec();
+            Message::Response(r)
+        });
+        assert_eq!(status(&out[0]), 200);
+        // The caller re-offers with SDES: from then on it is offered SDES.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        let re = request(&out[0]);
+        b.handle(now(), UP, target_ip(), answer_to(&re, 200, OFFER));
+        b.handle(now(), UP, target_ip(), {
+            let mut m = from_target(&up, "INVITE", OFFER);
+            if let Message::Request(r) = &mut m {
+                r.headers.set("CSeq", "6 INVITE");
+                r.headers
+                    .set("Via", "SIP/2.0/TLS 198.51.100.7:5071;branch=z9hG4bKb10");
+            }
+            m
+        });
+        assert_eq!(last_offer(&b), format!("offer {key} btag"));
+    }
+
+    #[test]
+    fn offer_glare_gets_491_and_an_overlapping_offer_500() {
+        let mut b = b2bua();
+        let (up, a_tag) = established(&mut b);
+        // The caller's re-INVITE (hold) is relayed and pending.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        assert_eq!(out.len(), 1);
+        let re = request(&out[0]);
+        let offers = b.media().log.borrow().len();
+        // The callee's own re-INVITE crosses it: 491, nothing offered to the media plane.
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "INVITE", OFFER));
+        assert_eq!(out.len(), 1);
+        assert_eq!(status(&out[0]), 491);
+        assert_eq!(parsed(&out[0]).0, UP);
+        // An UPDATE offer from the callee too; an UPDATE without SDP is relayed.
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "UPDATE", OFFER));
+        assert_eq!(status(&out[0]), 491);
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "UPDATE", ""));
+        assert_eq!(request(&out[0]).method, Method::Update);
+        // The caller offers again before its first offer is answered: 500 with Retry-After 0-10.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 3, OFFER),
+        );
+        assert_eq!(status(&out[0]), 500);
+        let ra: u32 = text(parsed(&out[0]).1.headers().get("Retry-After").unwrap())
+            .parse()
+            .unwrap();
+        assert!(ra <= 10);
+        assert_eq!(b.media().log.borrow().len(), offers);
+        // The callee answers the first re-INVITE: relayed, and the next offer goes through.
+        let out = b.handle(now(), UP, target_ip(), answer_to(&re, 200, OFFER));
+        assert_eq!((status(&out[0]), parsed(&out[0]).0), (200, TRUNK));
+        let out = b.handle(now(), UP, target_ip(), {
+            let mut m = from_target(&up, "INVITE", OFFER);
+            if let Message::Request(r) = &mut m {
+                r.headers.set("CSeq", "7 INVITE");
+            }
+            m
+        });
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert_eq!(parsed(&out[0]).0, TRUNK);
+        // A non-2xx final answer (the caller's own glare) also ends the pending exchange.
+        let re = request(&out[0]);
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            Message::Response(re.reply(491, None)),
+        );
+        assert_eq!((status(&out[0]), parsed(&out[0]).0), (491, UP));
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 4, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn a_2xx_without_an_answer_to_a_relayed_offer_is_refused() {
+        let mut b = b2bua();
+        let (_up, a_tag) = established(&mut b);
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        let re = request(&out[0]);
+        let out = b.handle(now(), UP, target_ip(), answer_to(&re, 200, ""));
+        assert_eq!((status(&out[0]), parsed(&out[0]).0), (488, TRUNK));
+        assert_eq!(
+            (request(&out[1]).method, parsed(&out[1]).0),
+            (Method::Ack, UP)
+        );
+        // The exchange is over: the next offer goes through.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 3, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn offerless_reinvite_gets_the_offer_in_the_2xx_and_the_answer_in_the_ack() {
+        let mut b = b2bua();
+        let (up, a_tag) = established(&mut b);
+        let key = text(up.headers.call_id().unwrap());
+        // The caller re-INVITEs without SDP: relayed without SDP, no offer to the media plane.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, ""),
+        );
+        let re = request(&out[0]);
+        assert!(re.body.is_empty());
+        let offers = b.media().log.borrow().len();
+        // The callee's 2xx carries its offer: re-offered to the caller, no ACK upstream yet.
+        let out = b.handle(now(), UP, target_ip(), answer_to(&re, 200, OFFER));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (p, m) = parsed(&out[0]);
+        let Message::Response(ok) = m else { panic!() };
+        assert_eq!((ok.status, p), (200, TRUNK));
+        assert_eq!(ok.body, b"v=0 edge-offer\r\n");
+        assert_eq!(b.media().log.borrow()[offers], format!("offer {key} btag"));
+        // Another offer meanwhile meets glare handling.
+        let out = b.handle(now(), UP, target_ip(), from_target(&up, "UPDATE", OFFER));
+        assert_eq!(status(&out[0]), 491);
+        // The caller's ACK brings the answer: rewritten into our ACK to the callee.
+        let mut ack = from_caller("ACK", &a_tag, 2, OFFER);
+        if let Message::Request(r) = &mut ack {
+            r.headers.set("CSeq", "2 ACK");
+        }
+        let out = b.handle(now(), TRUNK, trunk_ip(), ack);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let fwd = request(&out[0]);
+        assert_eq!((fwd.method.clone(), parsed(&out[0]).0), (Method::Ack, UP));
+        assert_eq!(fwd.headers.cseq().unwrap().seq, 2);
+        assert_eq!(fwd.body, b"v=0 edge-answer\r\n");
+        assert_eq!(
+            b.media().log.borrow().last().unwrap(),
+            &format!("answer {key} btag Some(\"atag\")")
+        );
+        // The exchange is over.
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 3, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn offerless_reinvite_acked_without_an_answer_hangs_up() {
+        let mut b = b2bua();
+        let (_up, a_tag) = established(&mut b);
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, ""),
+        );
+        let re = request(&out[0]);
+        b.handle(now(), UP, target_ip(), answer_to(&re, 200, OFFER));
+        let mut ack = from_caller("ACK", &a_tag, 2, "");
+        if let Message::Request(r) = &mut ack {
+            r.headers.set("CSeq", "2 ACK");
+        }
+        let out = b.handle(now(), TRUNK, trunk_ip(), ack);
+        let kinds: Vec<(Method, Peer)> = out
+            .iter()
+            .map(|a| (request(a).method, parsed(a).0))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(Method::Ack, UP), (Method::Bye, TRUNK), (Method::Bye, UP)]
+        );
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn unanswered_relayed_offer_gets_408_and_the_call_goes_on() {
+        let mut b = b2bua();
+        let (_up, a_tag) = established(&mut b);
+        let t0 = now();
+        let out = b.handle(
+            t0,
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 2, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+        assert!(b.tick(t0 + Duration::from_secs(1)).is_empty());
+        let out = b.tick(t0 + TIMER_B + Duration::from_secs(1));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((status(&out[0]), parsed(&out[0]).0), (408, TRUNK));
+        assert_eq!(b.len(), 1);
+        let out = b.handle(
+            now(),
+            TRUNK,
+            trunk_ip(),
+            from_caller("INVITE", &a_tag, 3, OFFER),
+        );
+        assert_eq!(request(&out[0]).method, Method::Invite);
+    }
+
+    #[test]
+    fn dtls_offers_are_recognised() {
+        assert!(offer_keys_with_dtls(DTLS_OFFER.as_bytes()));
+        assert!(offer_keys_with_dtls(
+            DTLS_OFFER
+                .replace("UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
+                .as_bytes()
+        ));
+        assert!(!offer_keys_with_dtls(OFFER.as_bytes()));
+        assert!(!offer_keys_with_dtls(b"garbage"));
     }
 }

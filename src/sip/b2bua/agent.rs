@@ -459,6 +459,13 @@ mod tests {
             self.live.borrow_mut().insert(n.call_id.to_string());
             Ok("v=0 edge-offer\r\n".into())
         }
+        fn offer_with(
+            &self,
+            n: &Negotiation<'_>,
+            _opts: &crate::media::calls::OfferOptions,
+        ) -> Result<String, CallError> {
+            self.offer(n)
+        }
         fn answer(&self, _n: &Negotiation<'_>) -> Result<String, CallError> {
             Ok("v=0 edge-answer\r\n".into())
         }
