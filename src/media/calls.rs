@@ -438,6 +438,8 @@ pub struct EndStats {
     pub refused: u64,
     /// Calls ended because a DTLS-SRTP handshake failed.
     pub dtls_failed: u64,
+    /// Re-key handshakes that failed while the call went on with its previous keys.
+    pub dtls_rekey_failed: u64,
 }
 
 /// What a call looked like when asked (`query`) or when it ended (`delete`).
@@ -559,6 +561,15 @@ impl Calls {
     /// Call-IDs of the calls in the table (at most `limit`).
     pub fn list(&self, limit: usize) -> Vec<String> {
         lock(&self.table).keys().take(limit).cloned().collect()
+    }
+
+    /// Legs currently keyed, or keying, with DTLS-SRTP (ng `statistics`).
+    pub fn dtls_legs(&self) -> usize {
+        lock(&self.table)
+            .values()
+            .flat_map(|c| c.legs.iter())
+            .filter(|l| l.dtls.is_some())
+            .count()
     }
 
     /// Number of calls in the table.
@@ -755,6 +766,7 @@ impl Calls {
                         rtcp_mux: Some(offerer_mux),
                         relatch: false,
                         dtls: None,
+                        clear_dtls: false,
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -1122,6 +1134,12 @@ impl Calls {
                         } else {
                             other_dtls.take()
                         },
+                        // An SDES leg that was DTLS: its association goes.
+                        clear_dtls: if leg_i == side {
+                            pending.offerer_dtls.is_none()
+                        } else {
+                            pending.other_dtls.is_none()
+                        },
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -1145,6 +1163,14 @@ impl Calls {
         }
         if let Some(st) = new_other_state {
             call.legs[other].dtls = Some(st);
+        }
+        // A leg now keyed with SDES forgets its DTLS association (DTLS→SDES re-offer): a later
+        // switch back to DTLS starts a new one.
+        if pending.offerer_dtls.is_none() {
+            call.legs[side].dtls = None;
+        }
+        if pending.other_dtls.is_none() {
+            call.legs[other].dtls = None;
         }
         call.pending = None;
         call.last_signal = SystemTime::now();
@@ -1434,6 +1460,23 @@ impl Calls {
         lock(&self.stats).dtls_failed += 1;
         metrics::counter!(CALLS_TOTAL, "end" => "failed").increment(1);
         tracing::info!(call = %Redacted(call_id.as_str()), %reason, "call ended: DTLS-SRTP handshake failed");
+    }
+
+    /// A worker reports that a leg's re-key handshake failed and the leg kept its previous
+    /// keys: the call goes on, and signaling forgets the failed association so that the next
+    /// offer or answer on that leg, even with the same fingerprint, starts a new handshake.
+    pub fn dtls_rekey_failed(&self, key: u64, leg: usize, reason: &crate::dtls::FailReason) {
+        let Some(call_id) = lock(&self.by_key).get(&key).cloned() else {
+            return;
+        };
+        if let Some(l) = lock(&self.table)
+            .get_mut(&call_id)
+            .and_then(|c| c.legs.get_mut(leg))
+        {
+            l.dtls = None;
+        }
+        lock(&self.stats).dtls_rekey_failed += 1;
+        tracing::warn!(call = %Redacted(call_id.as_str()), leg, %reason, "DTLS-SRTP re-key failed: call goes on with its previous keys");
     }
 
     /// Reads the DTLS-SRTP keying of an offered m-line: `Some` when the offerer keys with DTLS

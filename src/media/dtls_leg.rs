@@ -9,11 +9,55 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::ice::{self, IceCredentials};
-use crate::dtls::{Endpoint, FailReason, State};
-use crate::srtp::{ContextConfig, SrtpContext};
+use crate::dtls::{Endpoint, FailReason, HashFunction, State};
+use crate::srtp::{ContextConfig, Profile, SrtpContext};
 
 /// Handshakes by result (`ok`, or a [`FailReason::label`]).
 pub const DTLS_HANDSHAKES: &str = "srtp_edge_dtls_handshakes_total";
+
+/// Where a leg's DTLS association is, as the control plane reports it (ng `query`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtlsPhase {
+    /// The first handshake runs; the leg has no DTLS keys yet.
+    Handshaking,
+    /// A handshake completed; its keys are in use.
+    Connected,
+    /// A new handshake (re-key) runs; the keys of the previous one stay in use until it
+    /// completes.
+    Rekeying,
+    /// The last re-key failed; the keys of the previous handshake are still in use.
+    RekeyFailed,
+    /// The handshake failed (the call is being torn down).
+    Failed,
+}
+
+impl DtlsPhase {
+    /// The text reported over ng.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DtlsPhase::Handshaking => "handshaking",
+            DtlsPhase::Connected => "connected",
+            DtlsPhase::Rekeying => "rekeying",
+            DtlsPhase::RekeyFailed => "rekey-failed",
+            DtlsPhase::Failed => "failed",
+        }
+    }
+}
+
+/// A leg's DTLS state for reports: no key material, no certificate, only what an operator needs
+/// to see which association a leg runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DtlsInfo {
+    /// Where the association is.
+    pub phase: DtlsPhase,
+    /// The SRTP profile of the keys in use (from the last completed handshake).
+    pub profile: Option<Profile>,
+    /// The hash function of the SDP fingerprint the peer's certificate matched (last completed
+    /// handshake).
+    pub peer_hash: Option<HashFunction>,
+    /// Re-key handshakes on this leg that failed while the previous keys kept running.
+    pub rekey_failures: u32,
+}
 
 /// What a leg's DTLS state reports after being fed or timed.
 pub enum DtlsOutcome {
@@ -41,6 +85,11 @@ pub struct DtlsLeg {
     peer: Option<SocketAddr>,
     replay_window: usize,
     keyed: bool,
+    /// Profile and peer fingerprint hash of the keys in use (this handshake's, or the previous
+    /// association's while this one re-keys).
+    in_use: Option<(Profile, Option<HashFunction>)>,
+    rekey_failed: bool,
+    rekey_failures: u32,
 }
 
 impl std::fmt::Debug for DtlsLeg {
@@ -70,6 +119,41 @@ impl DtlsLeg {
             peer,
             replay_window,
             keyed: false,
+            in_use: None,
+            rekey_failed: false,
+            rekey_failures: 0,
+        }
+    }
+
+    /// Takes over what a replaced association of the same leg reports (the keys it left in
+    /// use, its failure count), so a re-key in progress shows as such.
+    pub fn succeed(&mut self, previous: &DtlsLeg) {
+        self.in_use = previous.in_use;
+        self.rekey_failures = previous.rekey_failures;
+    }
+
+    /// Records that this handshake failed while the leg keeps the keys it had (a failed
+    /// re-key).
+    pub fn note_rekey_failure(&mut self) {
+        self.rekey_failed = true;
+        self.rekey_failures = self.rekey_failures.saturating_add(1);
+    }
+
+    /// The leg's DTLS state for reports.
+    pub fn info(&self) -> DtlsInfo {
+        let phase = match self.endpoint.state() {
+            State::Handshaking if self.in_use.is_some() => DtlsPhase::Rekeying,
+            State::Handshaking => DtlsPhase::Handshaking,
+            State::Failed(_) if self.rekey_failed => DtlsPhase::RekeyFailed,
+            State::Failed(_) => DtlsPhase::Failed,
+            State::Connected | State::Closed if self.keyed => DtlsPhase::Connected,
+            State::Connected | State::Closed => DtlsPhase::Handshaking,
+        };
+        DtlsInfo {
+            phase,
+            profile: self.in_use.map(|(p, _)| p),
+            peer_hash: self.in_use.and_then(|(_, h)| h),
+            rekey_failures: self.rekey_failures,
         }
     }
 
@@ -149,6 +233,7 @@ impl DtlsLeg {
                     return DtlsOutcome::Failed(r);
                 };
                 self.keyed = true;
+                self.in_use = Some((p, self.endpoint.peer_fingerprint_hash()));
                 metrics::counter!(DTLS_HANDSHAKES, "result" => "ok").increment(1);
                 tracing::info!(profile = %p, %peer, "DTLS-SRTP handshake complete");
                 DtlsOutcome::Keyed {
