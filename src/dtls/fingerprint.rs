@@ -380,6 +380,28 @@ mod tests {
     }
 
     #[test]
+    fn matching_hash_names_the_strongest_matching_fingerprint() {
+        let set = PeerFingerprints::from_fingerprints([
+            Fingerprint::of_certificate(HashFunction::Sha1, CERT),
+            Fingerprint::of_certificate(HashFunction::Sha384, b"someone else"),
+            Fingerprint::of_certificate(HashFunction::Sha256, CERT),
+        ])
+        .unwrap();
+        assert_eq!(set.matching_hash(CERT), Some(HashFunction::Sha256));
+        assert_eq!(
+            set.matching_hash(b"someone else"),
+            Some(HashFunction::Sha384)
+        );
+        assert_eq!(set.matching_hash(b"nobody"), None);
+        let sha1_only = PeerFingerprints::from_fingerprints([Fingerprint::of_certificate(
+            HashFunction::Sha1,
+            CERT,
+        )])
+        .unwrap();
+        assert_eq!(sha1_only.matching_hash(CERT), Some(HashFunction::Sha1));
+    }
+
+    #[test]
     fn known_sha256_value() {
         // sha-256 of "abc" (FIPS 180-2 appendix B.1).
         let fp = Fingerprint::of_certificate(HashFunction::Sha256, b"abc");

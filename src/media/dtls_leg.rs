@@ -345,6 +345,19 @@ mod tests {
         let (mut inbound, mut outbound, peer) = keyed.expect("handshake completes");
         assert_eq!(peer, peer_addr);
         assert!(!leg.handshaking());
+        let info = leg.info();
+        assert_eq!(info.phase, DtlsPhase::Connected);
+        assert_eq!(info.peer_hash, Some(crate::dtls::HashFunction::Sha256));
+        assert!(info.profile.is_some());
+        // A re-key takes over the report of the association it replaces.
+        let ep = Endpoint::new(&ours, Role::Client, fps(&theirs), &cfg, now);
+        let mut next = DtlsLeg::new(ep, None, Some(peer_addr), 128);
+        assert_eq!(next.info().phase, DtlsPhase::Handshaking);
+        next.succeed(&leg);
+        assert_eq!(next.info().phase, DtlsPhase::Rekeying);
+        assert_eq!(next.info().profile, info.profile);
+        next.note_rekey_failure();
+        assert_eq!(next.info().rekey_failures, 1);
         // What the peer protects with its local key, our inbound context opens; what we
         // protect, the peer opens with its remote key.
         let keys = server.take_srtp_keys().unwrap();
