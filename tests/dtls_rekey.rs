@@ -406,6 +406,7 @@ fn failed_rekey_keeps_the_call_on_its_previous_keys() {
     assert_eq!(exchange(&mut call.a, &mut call.b, 10), (10, 10));
     assert_eq!(total_stat(ng_addr, "dtlsrekeyfailures"), 1);
     assert_eq!(total_stat(ng_addr, "dtlshandshakefailures"), 0);
+    assert_eq!(total_stat(ng_addr, "dtlslegs"), 1, "still keyed with DTLS");
 
     // The failed association is forgotten: the same fingerprint again means a new handshake.
     assert!(call.dtls_round(&id2, Some(&id2)), "{}", d.log_text());

@@ -206,11 +206,14 @@ struct LegDtls {
     role: Role,
     ours_tls_id: String,
     ice: Option<IceCredentials>,
+    /// Its handshake failed while the leg kept earlier keys: nothing is kept from it, the next
+    /// offer or answer starts a new association (with a new tls-id of ours).
+    failed: bool,
 }
 
 impl LegDtls {
     fn keeps(&self, fingerprints: &PeerFingerprints, tls_id: &Option<String>) -> bool {
-        self.fingerprints.same_set(fingerprints) && &self.tls_id == tls_id
+        !self.failed && self.fingerprints.same_set(fingerprints) && &self.tls_id == tls_id
     }
 }
 
@@ -702,8 +705,21 @@ impl Calls {
                 Some(LegDtls {
                     ice: Some(ice),
                     ours_tls_id,
+                    failed: false,
                     ..
                 }) => (ice.clone(), ours_tls_id.clone()),
+                // After a failed handshake: same ICE agent, new association.
+                Some(LegDtls {
+                    ice: Some(ice),
+                    failed: true,
+                    ..
+                }) => (
+                    ice.clone(),
+                    TlsId::generate()
+                        .map_err(|_| PolicyError::KeyGen)?
+                        .as_str()
+                        .to_string(),
+                ),
                 _ => (
                     IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?,
                     TlsId::generate()
@@ -978,6 +994,7 @@ impl Calls {
                             role,
                             ours_tls_id: ours_tls_id.clone(),
                             ice: Some(our_ice.clone()),
+                            failed: false,
                         });
                         Some(Box::new(DtlsLeg::new(
                             endpoint,
@@ -1098,6 +1115,7 @@ impl Calls {
                         role,
                         ours_tls_id: tls_id,
                         ice: ice.clone(),
+                        failed: false,
                     });
                     let leg = DtlsLeg::new(endpoint, ice, pending.offerer_rtp, self.replay_window);
                     (None, None, Some(Box::new(leg)), out)
@@ -1463,17 +1481,18 @@ impl Calls {
     }
 
     /// A worker reports that a leg's re-key handshake failed and the leg kept its previous
-    /// keys: the call goes on, and signaling forgets the failed association so that the next
+    /// keys: the call goes on, and signaling marks the failed association so that the next
     /// offer or answer on that leg, even with the same fingerprint, starts a new handshake.
     pub fn dtls_rekey_failed(&self, key: u64, leg: usize, reason: &crate::dtls::FailReason) {
         let Some(call_id) = lock(&self.by_key).get(&key).cloned() else {
             return;
         };
-        if let Some(l) = lock(&self.table)
+        if let Some(d) = lock(&self.table)
             .get_mut(&call_id)
             .and_then(|c| c.legs.get_mut(leg))
+            .and_then(|l| l.dtls.as_mut())
         {
-            l.dtls = None;
+            d.failed = true;
         }
         lock(&self.stats).dtls_rekey_failed += 1;
         tracing::warn!(call = %Redacted(call_id.as_str()), leg, %reason, "DTLS-SRTP re-key failed: call goes on with its previous keys");
