@@ -232,6 +232,8 @@ struct Call {
     b: Ua,
     ka: Vec<u8>,
     version: u32,
+    /// The last SDP the relay offered to B.
+    offer_sdp_b: String,
 }
 
 impl Call {
@@ -247,6 +249,7 @@ impl Call {
             b: Ua::new(0x0b0b_0b0b),
             ka,
             version: 1,
+            offer_sdp_b: String::new(),
         }
     }
 
@@ -265,6 +268,7 @@ impl Call {
         }
         let sdp = sdp_of(&ng(self.ng, d));
         self.b.relay = scan(&sdp).0;
+        self.offer_sdp_b = sdp.clone();
         sdp
     }
 
@@ -407,6 +411,15 @@ fn failed_rekey_keeps_the_call_on_its_previous_keys() {
     assert_eq!(total_stat(ng_addr, "dtlsrekeyfailures"), 1);
     assert_eq!(total_stat(ng_addr, "dtlshandshakefailures"), 0);
     assert_eq!(total_stat(ng_addr, "dtlslegs"), 1, "still keyed with DTLS");
+    // A stray flight on the failed association is ignored: not counted or acted on again.
+    let (_, relay_fps, _) = scan(&call.offer_sdp_b);
+    let mut stray = endpoint(&id2, &relay_fps);
+    while let Some(dg) = stray.poll_transmit() {
+        call.b.sock.send_to(&dg, call.b.relay).unwrap();
+    }
+    let _ = call.b.received();
+    assert_eq!(total_stat(ng_addr, "dtlsrekeyfailures"), 1);
+    assert_eq!(exchange(&mut call.a, &mut call.b, 5), (5, 5));
 
     // The failed association is forgotten: the same fingerprint again means a new handshake.
     assert!(call.dtls_round(&id2, Some(&id2)), "{}", d.log_text());

@@ -90,6 +90,9 @@ pub struct DtlsLeg {
     in_use: Option<(Profile, Option<HashFunction>)>,
     rekey_failed: bool,
     rekey_failures: u32,
+    /// The failure was reported once: a failed endpoint stays failed, and datagrams or timers
+    /// after that must not report (count, log, tear down) it again.
+    failure_reported: bool,
 }
 
 impl std::fmt::Debug for DtlsLeg {
@@ -122,6 +125,7 @@ impl DtlsLeg {
             in_use: None,
             rekey_failed: false,
             rekey_failures: 0,
+            failure_reported: false,
         }
     }
 
@@ -212,8 +216,10 @@ impl DtlsLeg {
 
     fn check(&mut self) -> DtlsOutcome {
         match self.endpoint.state() {
+            State::Failed(_) if self.failure_reported => DtlsOutcome::Pending,
             State::Failed(r) => {
                 let r = r.clone();
+                self.failure_reported = true;
                 metrics::counter!(DTLS_HANDSHAKES, "result" => r.label()).increment(1);
                 DtlsOutcome::Failed(r)
             }
@@ -308,6 +314,38 @@ mod tests {
             .expect("ClientHello goes out once checked");
         assert_eq!(to, peer);
         assert_eq!(hello[0], 22, "a handshake record");
+    }
+
+    #[test]
+    fn a_failure_is_reported_once() {
+        let (ours, theirs) = (
+            DtlsIdentity::generate().unwrap(),
+            DtlsIdentity::generate().unwrap(),
+        );
+        let cfg = EndpointConfig {
+            handshake_timeout: std::time::Duration::from_millis(10),
+            ..EndpointConfig::default()
+        }
+        .build()
+        .unwrap();
+        let now = Instant::now();
+        let ep = Endpoint::new(&ours, Role::Server, fps(&theirs), &cfg, now);
+        let peer: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let mut leg = DtlsLeg::new(ep, None, Some(peer), 128);
+        let later = now + std::time::Duration::from_secs(1);
+        assert!(matches!(
+            leg.on_timeout(later),
+            DtlsOutcome::Failed(FailReason::Timeout)
+        ));
+        // A failed re-key leaves the leg in place: later timers and datagrams (a peer's stray
+        // flight) must not report the failure again.
+        assert!(matches!(leg.on_timeout(later), DtlsOutcome::Pending));
+        let hello = [22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0];
+        assert!(matches!(
+            leg.on_dtls(later, peer, &hello),
+            DtlsOutcome::Pending
+        ));
+        assert_eq!(leg.info().phase, DtlsPhase::Failed);
     }
 
     #[test]
