@@ -177,6 +177,7 @@ impl Calls {
                     rtcp_mux: Some(mux),
                     relatch: false,
                     dtls: None,
+                    clear_dtls: false,
                 }),
             })
             .map_err(|_| CallError::EngineGone)?;
