@@ -107,12 +107,14 @@ fn sip_b2bua(
             t.ca_file = r.ca_file.clone();
         }
         let roots = tls::client_roots(&t).map_err(|e| format!("routes[{i}].ca_file: {e}"))?;
-        let client = tls::client_config(cfg.tls.min_version, roots, &[])
-            .map_err(|e| format!("routes[{i}]: {e}"))?;
+        let client =
+            tls::client_config_with_cert(cfg.tls.min_version, roots, r.client_cert.as_ref())
+                .map_err(|e| format!("routes[{i}]: {e}"))?;
         let name = rustls_pki_types::ServerName::try_from(r.server_name.clone())
             .map_err(|e| format!("routes[{i}].server_name: {e}"))?;
         targets.push(srtp_edge::sip::transport::Target {
-            addr: r.target_addr,
+            host: r.target_host.0.clone(),
+            port: r.target_host.1,
             name,
             tls: client,
         });
@@ -128,7 +130,7 @@ fn sip_b2bua(
         trunks: cfg.trunks.clone(),
         routes: cfg.routes.clone(),
         suites: cfg.media.suites.clone(),
-        timer_b: srtp_edge::sip::b2bua::TIMER_B,
+        timer_b: std::time::Duration::from_secs(u64::from(cfg.sip.timer_b_secs)),
     };
     Ok((srtp_edge::sip::b2bua::B2bua::new(settings, calls), targets))
 }

@@ -1,9 +1,14 @@
 //! SIP over TLS, the IO shell around [`super::b2bua::B2bua`]: the TLS listener (one task per
 //! connection: handshake, [`Framer`], parse, rate limits, idle timeout), one client connection
-//! per route target (certificate verified against the configured roots, SNI, reused by every
+//! per route target (host name resolved to A/AAAA when the connection is opened, certificate
+//! verified against the configured roots, SNI, optional client certificate; reused by every
 //! call), a tick for Timer B, and delivery of the state machine's [`Action`]s. No protocol
 //! decisions are made here beyond answering what cannot reach the state machine (unparseable
 //! requests, rate limits).
+//!
+//! Shutdown: on stop the listener closes, the state machine ends every call (BYE to both legs of
+//! established calls, 503/CANCEL for the others), and only once those are written (bounded wait)
+//! are the connections closed with a TLS close_notify.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +29,9 @@ use crate::redact::Redacted;
 
 /// Connections closed for hostile or excess input, by reason.
 pub const SIP_CONN_REFUSED: &str = "srtp_edge_sip_connections_refused_total";
+/// Connections to route targets that could not be opened, by reason (`dns`, `connect`, `tls`,
+/// `timeout`); the calls waiting on them got 503.
+pub const SIP_ROUTE_FAILURES: &str = "srtp_edge_sip_route_failures_total";
 
 /// TLS handshake limit.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,15 +45,19 @@ const MAX_CONNS_PER_SOURCE: usize = 256;
 const REQUESTS_PER_SEC: f64 = 1000.0;
 /// Messages queued per connection before further ones are dropped.
 const QUEUE: usize = 1024;
+/// At shutdown, how long the BYEs/CANCELs may take to be written before connections close.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// One route target as the client side needs it.
 #[derive(Clone)]
 pub struct Target {
-    /// Address to connect to.
-    pub addr: SocketAddr,
+    /// Host to connect to: an IP address, or a DNS name resolved (A/AAAA) on every connect.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
     /// Verified name and SNI.
     pub name: ServerName<'static>,
-    /// Client config (roots of this target).
+    /// Client config (roots of this target, client certificate if configured).
     pub tls: Arc<ClientConfig>,
 }
 
@@ -66,6 +78,8 @@ pub struct Shared<M: MediaPlane> {
     limits: Limits,
     /// Trunks recognised by client certificate: (trunk index, names the certificate may hold).
     cert_trunks: Vec<(usize, Vec<ServerName<'static>>)>,
+    /// Closes every connection (inbound and to targets) once the shutdown BYEs are written.
+    conn_stop: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,7 +103,14 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             next_conn: std::sync::atomic::AtomicU64::new(1),
             limits: Limits::default(),
             cert_trunks,
+            conn_stop: watch::channel(false).0,
         })
+    }
+
+    /// True when every connection has written everything queued for it.
+    fn queues_empty(&self) -> bool {
+        let empty = |tx: &mpsc::Sender<Vec<u8>>| tx.is_closed() || tx.capacity() == QUEUE;
+        lock(&self.conns).values().all(empty) && lock(&self.routes).values().all(empty)
     }
 
     /// Runs the state machine (which may wait briefly on the media plane) off the async
@@ -274,41 +295,105 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
                     }
                     None => break,
                 },
-                _ = stop.changed() => break,
+                _ = stop.changed() => {
+                    // Whatever was queued before the stop (shutdown BYEs) still goes out.
+                    while let Ok(m) = rx.try_recv() {
+                        if wr.write_all(&m).await.is_err() {
+                            break;
+                        }
+                    }
+                    break;
+                }
             }
         }
         let _ = wr.shutdown().await;
+    }
+
+    /// Resolves the target (A/AAAA; an IP host resolves to itself) and opens a TLS connection
+    /// to the first address that accepts, within [`CONNECT_TIMEOUT`].
+    async fn connect_target(
+        self: &Arc<Self>,
+        route: usize,
+        t: &Target,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, SocketAddr), &'static str> {
+        let host = t.host.as_str();
+        let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::lookup_host((host, t.port)),
+        )
+        .await
+        {
+            Ok(Ok(a)) => a.take(16).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(route, host, port = t.port, error = %e, "route target: cannot resolve the host name; calls get 503");
+                return Err("dns");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    route,
+                    host,
+                    "route target: name resolution timed out; calls get 503"
+                );
+                return Err("dns");
+            }
+        };
+        if addrs.is_empty() {
+            tracing::warn!(
+                route,
+                host,
+                "route target: the host name has no A/AAAA record; calls get 503"
+            );
+            return Err("dns");
+        }
+        let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+        self.with_core(|c| c.route_resolved(route, ips));
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut reason = "connect";
+        for addr in addrs {
+            let attempt = async {
+                let tcp = TcpStream::connect(addr).await.map_err(|e| ("connect", e))?;
+                let _ = tcp.set_nodelay(true);
+                TlsConnector::from(t.tls.clone())
+                    .connect(t.name.clone(), tcp)
+                    .await
+                    .map_err(|e| ("tls", e))
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(s)) => return Ok((s, addr)),
+                Ok(Err((r, e))) => {
+                    tracing::warn!(route, host, %addr, error = %e, "cannot reach the route target");
+                    reason = r;
+                }
+                Err(_) => {
+                    tracing::warn!(route, host, %addr, "route target: connect timed out");
+                    return Err("timeout");
+                }
+            }
+        }
+        Err(reason)
     }
 
     async fn route_conn(self: Arc<Self>, route: usize, rx: mpsc::Receiver<Vec<u8>>) {
         let Some(t) = self.targets.get(route).cloned() else {
             return;
         };
-        let connect = async {
-            let tcp = TcpStream::connect(t.addr).await?;
-            let _ = tcp.set_nodelay(true);
-            TlsConnector::from(t.tls.clone())
-                .connect(t.name.clone(), tcp)
-                .await
-        };
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::warn!(route, addr = %t.addr, error = %e, "cannot reach the route target");
-                return self.route_down(route);
-            }
-            Err(_) => {
-                tracing::warn!(route, addr = %t.addr, "route target: connect timed out");
+        let (stream, addr) = match self.connect_target(route, &t).await {
+            Ok(s) => s,
+            Err(reason) => {
+                metrics::counter!(SIP_ROUTE_FAILURES, "reason" => reason).increment(1);
+                if reason == "tls" {
+                    metrics::counter!(crate::metrics::TLS_HANDSHAKES, "listener" => "sip_client", "version" => "none", "result" => "failed").increment(1);
+                }
                 return self.route_down(route);
             }
         };
         let version = crate::tls::version_label(stream.get_ref().1.protocol_version());
         metrics::counter!(crate::metrics::TLS_HANDSHAKES, "listener" => "sip_client", "version" => version, "result" => "ok").increment(1);
-        tracing::debug!(route, addr = %t.addr, version, "connected to the route target");
+        tracing::debug!(route, %addr, version, "connected to the route target");
         let tx = lock(&self.routes).get(&route).cloned();
         let Some(tx) = tx else { return };
-        let (_never, stop) = watch::channel(false);
-        self.pump(stream, Peer::Route(route), t.addr.ip(), tx, rx, stop)
+        let stop = self.conn_stop.subscribe();
+        self.pump(stream, Peer::Route(route), addr.ip(), tx, rx, stop)
             .await;
         self.route_down(route);
     }
@@ -329,13 +414,8 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         })
     }
 
-    async fn inbound(
-        self: Arc<Self>,
-        acceptor: TlsAcceptor,
-        tcp: TcpStream,
-        addr: SocketAddr,
-        stop: watch::Receiver<bool>,
-    ) {
+    async fn inbound(self: Arc<Self>, acceptor: TlsAcceptor, tcp: TcpStream, addr: SocketAddr) {
+        let stop = self.conn_stop.subscribe();
         let ip = addr.ip();
         if !self.open_source(ip) {
             metrics::counter!(SIP_CONN_REFUSED, "reason" => "connections").increment(1);
@@ -397,8 +477,7 @@ pub async fn serve<M: MediaPlane + Send + 'static>(
                 Ok((tcp, addr)) => {
                     let s = shared.clone();
                     let a = acceptor.clone();
-                    let st = stop.clone();
-                    tokio::spawn(async move { s.inbound(a, tcp, addr, st).await });
+                    tokio::spawn(async move { s.inbound(a, tcp, addr).await });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "SIP accept failed");
@@ -410,7 +489,9 @@ pub async fn serve<M: MediaPlane + Send + 'static>(
     }
 }
 
-/// Drives the state machine's timers until `stop`, then ends every call.
+/// Drives the state machine's timers until `stop`, then ends every call (BYE to both legs of
+/// each established call), waits (at most [`DRAIN`]) for those to be written and the peers to
+/// answer, and closes every connection.
 pub async fn run_timers<M: MediaPlane + Send + 'static>(
     shared: Arc<Shared<M>>,
     mut stop: watch::Receiver<bool>,
@@ -426,7 +507,24 @@ pub async fn run_timers<M: MediaPlane + Send + 'static>(
         }
     }
     let actions = shared.with_core(|c| c.shutdown());
+    let ended = actions.len();
     shared.dispatch(actions);
-    // Give the writers a moment to send the BYEs.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    if ended > 0 {
+        tracing::info!(
+            messages = ended,
+            "shutdown: BYE/CANCEL sent on every call leg"
+        );
+        let deadline = Instant::now() + DRAIN;
+        while !shared.queues_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The peers' 200s to those BYEs are read (and consumed) until the connections close.
+        tokio::time::sleep(
+            Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+    shared.conn_stop.send_replace(true);
+    // Let the connection tasks write their close_notify.
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }

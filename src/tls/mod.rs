@@ -273,6 +273,40 @@ pub fn client_config(
     Ok(Arc::new(cfg))
 }
 
+/// A client config for SIP route targets: verifies the server against `roots` and, when
+/// `client_cert` is given, presents that certificate chain and key (mutual TLS, for targets that
+/// identify their peers by certificate). Same version and suite policy as every other config.
+pub fn client_config_with_cert(
+    min: TlsMinVersion,
+    roots: RootCertStore,
+    client_cert: Option<&crate::config::ClientCert>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let Some(cc) = client_cert else {
+        return client_config(min, roots, &[]);
+    };
+    let provider = crypto_provider(min);
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let chain = certs::load_chain(&cc.cert).map_err(TlsError::Load)?;
+    let key = certs::load_key(&cc.key).map_err(TlsError::Load)?;
+    let mismatch = |e: rustls::Error| {
+        TlsError::Load(format!(
+            "{} and {} do not form a usable client certificate and key: {e}",
+            cc.cert.display(),
+            cc.key.display()
+        ))
+    };
+    // Checks that the key belongs to the leaf (rustls would only notice at handshake time).
+    CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(mismatch)?;
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(min))?
+        .with_webpki_verifier(verifier)
+        .with_client_auth_cert(chain, key)
+        .map_err(mismatch)?;
+    Ok(Arc::new(cfg))
+}
+
 /// The label used in metrics for a negotiated protocol version.
 pub fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
     match v {
@@ -338,6 +372,39 @@ mod tests {
                 NamedGroup::secp256r1
             ]
         );
+    }
+
+    #[test]
+    fn client_config_presents_the_configured_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::tls::certs::ensure_generated(dir.path(), &["localhost".into()]).unwrap();
+        let g = certs::GeneratedPaths::in_dir(dir.path());
+        let cc = crate::config::ClientCert {
+            cert: g.server_cert.clone(),
+            key: g.server_key.clone(),
+        };
+        let roots = || {
+            let mut r = RootCertStore::empty();
+            for c in certs::load_chain(&g.ca_cert).unwrap() {
+                r.add(c).unwrap();
+            }
+            r
+        };
+        let c = client_config_with_cert(TlsMinVersion::Tls13, roots(), Some(&cc)).unwrap();
+        assert!(c.client_auth_cert_resolver.has_certs());
+        let plain = client_config_with_cert(TlsMinVersion::Tls13, roots(), None).unwrap();
+        assert!(!plain.client_auth_cert_resolver.has_certs());
+        // A key that does not belong to the certificate is refused with both file names.
+        let other = tempfile::tempdir().unwrap();
+        crate::tls::certs::ensure_generated(other.path(), &["localhost".into()]).unwrap();
+        let wrong = crate::config::ClientCert {
+            cert: g.server_cert.clone(),
+            key: certs::GeneratedPaths::in_dir(other.path()).server_key,
+        };
+        let e = client_config_with_cert(TlsMinVersion::Tls13, roots(), Some(&wrong))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.pem"), "{e}");
     }
 
     #[test]
