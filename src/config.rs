@@ -130,6 +130,9 @@ pub struct SipConfig {
     /// the caller gets 408 (RFC 3261 17.1.1.2; 64*T1 = 32 s by default). Operators shorten it
     /// to fail over faster on dead trunks.
     pub timer_b_secs: u32,
+    /// SIP requests per second accepted from one source address (burst twice that); more get
+    /// 503 with Retry-After. A trunk's busy hour at N calls/s sends about 3N (INVITE, ACK, BYE).
+    pub source_requests_per_sec: u32,
 }
 
 /// A network prefix such as `127.0.0.0/8`, used for source address allow lists.
@@ -373,6 +376,7 @@ impl Default for RawTls {
 struct RawSip {
     listen: Vec<String>,
     timer_b_secs: i64,
+    source_requests_per_sec: i64,
 }
 
 impl Default for RawSip {
@@ -380,6 +384,7 @@ impl Default for RawSip {
         RawSip {
             listen: vec!["127.0.0.1:5061".into()],
             timer_b_secs: 32,
+            source_requests_per_sec: 1000,
         }
     }
 }
@@ -593,6 +598,12 @@ impl Config {
             sip: SipConfig {
                 listen: v.addrs("sip.listen", &sip.listen),
                 timer_b_secs: v.range("sip.timer_b_secs", sip.timer_b_secs, 1, 300) as u32,
+                source_requests_per_sec: v.range(
+                    "sip.source_requests_per_sec",
+                    sip.source_requests_per_sec,
+                    1,
+                    1_000_000,
+                ) as u32,
             },
             control: ControlConfig {
                 listen: v.addrs("control.listen", &control.listen),
@@ -1304,6 +1315,7 @@ mod tests {
         assert!(c.routes[1].client_cert.is_none());
         assert!(Config::embedded_default().trunks.is_empty());
         assert_eq!(c.sip.timer_b_secs, 32);
+        assert_eq!(c.sip.source_requests_per_sec, 1000);
     }
 
     #[test]
@@ -1312,7 +1324,7 @@ mod tests {
         let p = crate::tls::certs::GeneratedPaths::in_dir(dir.path());
         crate::tls::certs::ensure_generated(dir.path(), &["localhost".into()]).unwrap();
         let c = Config::from_toml_str(&format!(
-            "[sip]\ntimer_b_secs = 4\n[[routes]]\ntarget = \"sips:pbx.example:5071\"\n\
+            "[sip]\ntimer_b_secs = 4\nsource_requests_per_sec = 5000\n[[routes]]\ntarget = \"sips:pbx.example:5071\"\n\
              client_cert_file = {:?}\nclient_key_file = {:?}\n",
             p.server_cert.display().to_string(),
             p.server_key.display().to_string()
@@ -1325,6 +1337,7 @@ mod tests {
         assert_eq!(r.server_name, "pbx.example");
         assert_eq!(r.client_cert.as_ref().unwrap().cert, p.server_cert);
         assert_eq!(c.sip.timer_b_secs, 4);
+        assert_eq!(c.sip.source_requests_per_sec, 5000);
         let k = keys(
             "[sip]\ntimer_b_secs = 0\n[[routes]]\ntarget = \"sips:127.0.0.1\"\nclient_cert_file = \"/nonexistent.pem\"\n\
              [[routes]]\ntarget = \"sips:127.0.0.1\"\nclient_cert_file = \"/nonexistent.pem\"\nclient_key_file = \"/nonexistent.key\"\n",

@@ -95,10 +95,12 @@ fn main() -> ExitCode {
 
 type SipCore = srtp_edge::sip::b2bua::B2bua<Arc<srtp_edge::media::calls::Calls>>;
 
-/// Builds the B2BUA and one TLS client config per route target.
+/// Builds the B2BUA and one TLS client config per route target; `client_certs` gets the stores
+/// of the routes' client certificates (reloaded on SIGHUP).
 fn sip_b2bua(
     cfg: &Config,
     calls: Arc<srtp_edge::media::calls::Calls>,
+    client_certs: &mut Vec<Arc<tls::CertStore>>,
 ) -> Result<(SipCore, Vec<srtp_edge::sip::transport::Target>), String> {
     let mut targets = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
@@ -107,9 +109,21 @@ fn sip_b2bua(
             t.ca_file = r.ca_file.clone();
         }
         let roots = tls::client_roots(&t).map_err(|e| format!("routes[{i}].ca_file: {e}"))?;
-        let client =
-            tls::client_config_with_cert(cfg.tls.min_version, roots, r.client_cert.as_ref())
-                .map_err(|e| format!("routes[{i}]: {e}"))?;
+        let store = match &r.client_cert {
+            Some(cc) => {
+                let paths = tls::CertPaths {
+                    cert: cc.cert.clone(),
+                    key: cc.key.clone(),
+                };
+                let s = tls::CertStore::load(paths, tls::crypto_provider(cfg.tls.min_version))
+                    .map_err(|e| format!("routes[{i}].client_cert_file: {e}"))?;
+                client_certs.push(s.clone());
+                Some(s)
+            }
+            None => None,
+        };
+        let client = tls::client_config_with_cert(cfg.tls.min_version, roots, store)
+            .map_err(|e| format!("routes[{i}]: {e}"))?;
         let name = rustls_pki_types::ServerName::try_from(r.server_name.clone())
             .map_err(|e| format!("routes[{i}].server_name: {e}"))?;
         targets.push(srtp_edge::sip::transport::Target {
@@ -270,8 +284,9 @@ async fn run(cfg: Config) -> Result<(), String> {
     }
 
     // SIP over TLS: the B2BUA.
+    let mut client_certs = Vec::new();
     if !cfg.sip.listen.is_empty() {
-        let (core, targets) = sip_b2bua(&cfg, calls.clone())?;
+        let (core, targets) = sip_b2bua(&cfg, calls.clone(), &mut client_certs)?;
         let mut cert_trunks = Vec::new();
         let mut client_roots = rustls::RootCertStore::empty();
         for (i, t) in cfg.trunks.iter().enumerate() {
@@ -300,7 +315,12 @@ async fn run(cfg: Config) -> Result<(), String> {
             tls::server_config_mtls(cfg.tls.min_version, store.clone(), client_roots, true)
         }
         .map_err(|e| e.to_string())?;
-        let shared = srtp_edge::sip::transport::Shared::new(core, targets, cert_trunks);
+        let shared = srtp_edge::sip::transport::Shared::with_rate(
+            core,
+            targets,
+            cert_trunks,
+            cfg.sip.source_requests_per_sec,
+        );
         for (i, addr) in cfg.sip.listen.iter().enumerate() {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
@@ -333,13 +353,18 @@ async fn run(cfg: Config) -> Result<(), String> {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 notify::notify("RELOADING=1");
-                match store.reload() {
-                    Ok(()) => {
-                        ::metrics::counter!(metrics::CERT_RELOADS, "result" => "ok").increment(1);
-                        tracing::info!("certificates reloaded");
-                    }
-                    Err(e) => {
-                        ::metrics::counter!(metrics::CERT_RELOADS, "result" => "failed").increment(1);
+                // The server certificate and every route's client certificate; each store that
+                // fails keeps its previous certificate, the others take their new one.
+                let failed: Vec<_> = std::iter::once(&store)
+                    .chain(client_certs.iter())
+                    .filter_map(|s| s.reload().err())
+                    .collect();
+                if failed.is_empty() {
+                    ::metrics::counter!(metrics::CERT_RELOADS, "result" => "ok").increment(1);
+                    tracing::info!("certificates reloaded");
+                } else {
+                    ::metrics::counter!(metrics::CERT_RELOADS, "result" => "failed").increment(1);
+                    for e in failed {
                         tracing::error!(error = %e, "certificate reload failed; keeping the previous certificate");
                     }
                 }

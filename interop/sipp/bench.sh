@@ -9,16 +9,18 @@
 # keys per leg and opens 4 media ports per call. Then, unless SWEEP is empty, srtp-edge alone at
 # increasing rates: the highest with no failed call and setup p99 < 20 ms is reported.
 # Usage: interop/sipp/bench.sh [calls] [rate] [srtp-edge binary] [certificate dir: ca.pem cert.pem key.pem]
-#   env SWEEP="300 400 500 600 800" (rates tried after the comparison; each runs 10 s of calls)
+#   env SWEEP="300 400 500 600 800 1000 1200" (rates tried after the comparison; each runs 10 s of calls)
 set -eu
 CALLS=${1:-2000}
 RATE=${2:-200}
 BIN=${3:-target/release/srtp-edge}
 CERTS=${4:?certificate dir with ca.pem, cert.pem, key.pem (127.0.0.1)}
-SWEEP=${SWEEP-300 400 500 600 800}
+SWEEP=${SWEEP-300 400 500 600 800 1000 1200}
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; [ -f "$W/kam/kamailio.pid" ] && kill "$(cat "$W/kam/kamailio.pid")" 2>/dev/null; rm -rf "$W"' EXIT
+PIDS=""
+# Everything started here is stopped by its pid (sh's `jobs` is empty inside a trap).
+trap 'for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 1; rm -rf "$W"' EXIT INT TERM
 cat > "$W/edge.toml" <<EOT
 state_dir = "$W/state"
 [tls]
@@ -27,6 +29,8 @@ key_file = "$CERTS/key.pem"
 ca_file = "$CERTS/ca.pem"
 [sip]
 listen = ["127.0.0.1:25061"]
+# One source (stunnel) carries the whole load: lift the per-source request limit.
+source_requests_per_sec = 100000
 [control]
 listen = ["127.0.0.1:22223"]
 [admin]
@@ -50,8 +54,15 @@ stunnel_conf() { # name accept connect [client]
       "$1" "$2" "$3" "$CERTS/cert.pem" "$CERTS/key.pem" > "$W/$1.conf"
   fi
   stunnel4 "$W/$1.conf" > /dev/null 2> "$W/$1.log" < /dev/null &
+  PIDS="$PIDS $!"
 }
+for port in 25061 25062 25070 25072 25080 25090 29443; do
+  if ss -ltn 2>/dev/null | grep -q "127.0.0.1:$port "; then
+    echo "port $port is in use (another bench running?)" >&2; exit 1
+  fi
+done
 SRTP_EDGE_LOG=warn "$BIN" run -c "$W/edge.toml" > /dev/null 2> "$W/edge.log" < /dev/null &
+PIDS="$PIDS $!"
 stunnel_conf back 127.0.0.1:25090 127.0.0.1:25080
 stunnel_conf front 127.0.0.1:25070 127.0.0.1:25061 client
 HAVE_KAM=no
@@ -64,10 +75,13 @@ if command -v kamailio > /dev/null 2>&1 || [ -x /usr/sbin/kamailio ]; then
     "$HERE/../kamailio/bench.cfg" > "$W/kam/kamailio.cfg"
   PATH=$PATH:/usr/sbin kamailio -DD -E -m 256 -M 16 -f "$W/kam/kamailio.cfg" -Y "$W/kam" -w "$W/kam" \
     -P "$W/kam/kamailio.pid" > /dev/null 2> "$W/kam/kamailio.log" < /dev/null &
+  PIDS="$PIDS $!"
   stunnel_conf front-kam 127.0.0.1:25072 127.0.0.1:25062 client
 fi
-(cd "$W" && sipp -sf "$HERE/uas_answer.xml" -t t1 -i 127.0.0.1 -p 25080 -m 100000000 -nostdin -timeout 3600s < /dev/null > uas.log 2>&1) &
+sipp -sf "$HERE/uas_answer.xml" -t t1 -i 127.0.0.1 -p 25080 -m 100000000 -nostdin -timeout 3600s < /dev/null > "$W/uas.log" 2>&1 &
+PIDS="$PIDS $!"
 sleep 3
+if ! kill -0 $PIDS 2>/dev/null; then echo "a component did not start:" >&2; tail -3 "$W"/*.log "$W"/kam/*.log >&2; exit 1; fi
 
 # run NAME FRONT_PORT CALLS RATE: one SIPp UAC run; prints a result line and sets P99 and FAILED.
 run() {
@@ -95,17 +109,24 @@ if [ "$HAVE_KAM" = yes ]; then
   run kamailio 25072 "$CALLS" "$RATE"
   K50=$(tail -n +2 "$W"/kamailio/uac_call_*_rtt.csv | cut -d';' -f2 | sort -n | awk '{a[NR]=$1} END {print a[int(NR*0.5)+1]}')
   K99=$P99
-  echo "ratio srtp-edge/kamailio at $RATE/s: p50 $(echo "scale=2; $E50 / $K50" | bc), p99 $(echo "scale=2; $E99 / $K99" | bc)" \
+  # SIPp's rtt trace has 1 ms resolution: a 0 ms figure counts as 1 ms in the ratio.
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b < 1) b = 1; if (a < 1) a = 1; printf "%.2f", a / b }'; }
+  echo "ratio srtp-edge/kamailio at $RATE/s: p50 $(ratio "$E50" "$K50"), p99 $(ratio "$E99" "$K99")" \
     "(kamailio relays the SDP untouched: no media anchoring, no SDES keys, no ports)"
 else
   echo "kamailio not installed: no comparison (apt-get install kamailio kamailio-tls-modules)"
 fi
 
+# The machine is shared and noisy: a rate that misses gets a second try before the sweep stops.
 BEST=""
 for R in $SWEEP; do
-  run "edge-$R" 25070 $((R * 10)) "$R"
-  OKP=$(echo "$P99 < 20" | bc 2>/dev/null || echo 0)
-  if [ "${FAILED:-1}" = 0 ] && [ "$OKP" = 1 ]; then BEST=$R; else break; fi
+  PASS=0
+  for TRY in 1 2; do
+    run "edge-$R-$TRY" 25070 $((R * 10)) "$R"
+    OKP=$(awk -v p="$P99" 'BEGIN { print (p != "-" && p < 20) ? 1 : 0 }')
+    if [ "${FAILED:-1}" = 0 ] && [ "$OKP" = 1 ]; then PASS=1; break; fi
+  done
+  if [ "$PASS" = 1 ]; then BEST=$R; else break; fi
 done
 [ -n "$SWEEP" ] && echo "highest rate tried with 0 failed calls and setup p99 < 20 ms: ${BEST:-below the first rate tried} calls/s"
 if grep -qiE "error|panic" "$W/edge.log"; then echo "srtp-edge log:"; grep -iE "error|panic" "$W/edge.log" | head -5; fi

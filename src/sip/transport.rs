@@ -41,7 +41,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections per source address.
 const MAX_CONNS_PER_SOURCE: usize = 256;
-/// Requests per second per source address (token bucket rate, burst twice that).
+/// Requests per second per source address by default (token bucket rate, burst twice that).
 const REQUESTS_PER_SEC: f64 = 1000.0;
 /// Messages queued per connection before further ones are dropped.
 const QUEUE: usize = 1024;
@@ -80,6 +80,8 @@ pub struct Shared<M: MediaPlane> {
     cert_trunks: Vec<(usize, Vec<ServerName<'static>>)>,
     /// Closes every connection (inbound and to targets) once the shutdown BYEs are written.
     conn_stop: watch::Sender<bool>,
+    /// Requests per second per source address (`sip.source_requests_per_sec`).
+    rate: f64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,7 +106,22 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             limits: Limits::default(),
             cert_trunks,
             conn_stop: watch::channel(false).0,
+            rate: REQUESTS_PER_SEC,
         })
+    }
+
+    /// Like [`Shared::new`] with the per-source request rate (requests/s, burst twice that).
+    pub fn with_rate(
+        core: B2bua<M>,
+        targets: Vec<Target>,
+        cert_trunks: Vec<(usize, Vec<ServerName<'static>>)>,
+        rate: u32,
+    ) -> Arc<Self> {
+        let mut s = Self::new(core, targets, cert_trunks);
+        if let Some(me) = Arc::get_mut(&mut s) {
+            me.rate = f64::from(rate.max(1));
+        }
+        s
     }
 
     /// True when every connection has written everything queued for it.
@@ -165,7 +182,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         let mut s = lock(&self.sources);
         let Some(b) = s.get_mut(&ip) else { return true };
         let dt = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + dt * REQUESTS_PER_SEC).min(2.0 * REQUESTS_PER_SEC);
+        b.tokens = (b.tokens + dt * self.rate).min(2.0 * self.rate);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -178,7 +195,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
     fn open_source(&self, ip: IpAddr) -> bool {
         let mut s = lock(&self.sources);
         let b = s.entry(ip).or_insert(Bucket {
-            tokens: 2.0 * REQUESTS_PER_SEC,
+            tokens: 2.0 * self.rate,
             at: Instant::now(),
             conns: 0,
         });
