@@ -8,6 +8,7 @@
 # passes untouched: no keys generated, no ports opened); srtp-edge rewrites the SDP with new SDES
 # keys per leg and opens 4 media ports per call. Then, unless SWEEP is empty, srtp-edge alone at
 # increasing rates: the highest with no failed call and setup p99 < 20 ms is reported.
+# KEEP=1 keeps the work directory (logs, SIPp traces).
 # Usage: interop/sipp/bench.sh [calls] [rate] [srtp-edge binary] [certificate dir: ca.pem cert.pem key.pem]
 #   env SWEEP="300 400 500 600 800 1000 1200" (rates tried after the comparison; each runs 10 s of calls)
 set -eu
@@ -20,7 +21,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d)
 PIDS=""
 # Everything started here is stopped by its pid (sh's `jobs` is empty inside a trap).
-trap 'for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 1; rm -rf "$W"' EXIT INT TERM
+trap 'for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 1; if [ -n "${KEEP:-}" ]; then echo "logs kept in $W"; else rm -rf "$W"; fi' EXIT INT TERM
 cat > "$W/edge.toml" <<EOT
 state_dir = "$W/state"
 [tls]

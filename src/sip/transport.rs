@@ -29,6 +29,8 @@ use crate::redact::Redacted;
 
 /// Connections closed for hostile or excess input, by reason.
 pub const SIP_CONN_REFUSED: &str = "srtp_edge_sip_connections_refused_total";
+/// SIP messages dropped because the connection's send queue was full, by peer kind.
+pub const SIP_QUEUE_DROPS: &str = "srtp_edge_sip_send_queue_drops_total";
 /// Connections to route targets that could not be opened, by reason (`dns`, `connect`, `tls`,
 /// `timeout`); the calls waiting on them got 503.
 pub const SIP_ROUTE_FAILURES: &str = "srtp_edge_sip_route_failures_total";
@@ -43,8 +45,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNS_PER_SOURCE: usize = 256;
 /// Requests per second per source address by default (token bucket rate, burst twice that).
 const REQUESTS_PER_SEC: f64 = 1000.0;
-/// Messages queued per connection before further ones are dropped.
+/// Messages queued per inbound connection before further ones are dropped.
 const QUEUE: usize = 1024;
+/// Messages queued towards a route target: one connection carries every call of the route, so
+/// a short stall of the target at hundreds of calls/s must not drop messages (TLS is reliable:
+/// nothing would retransmit them).
+const ROUTE_QUEUE: usize = 16 * 1024;
 /// At shutdown, how long the BYEs/CANCELs may take to be written before connections close.
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -126,7 +132,8 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
 
     /// True when every connection has written everything queued for it.
     fn queues_empty(&self) -> bool {
-        let empty = |tx: &mpsc::Sender<Vec<u8>>| tx.is_closed() || tx.capacity() == QUEUE;
+        let empty =
+            |tx: &mpsc::Sender<Vec<u8>>| tx.is_closed() || tx.capacity() == tx.max_capacity();
         lock(&self.conns).values().all(empty) && lock(&self.routes).values().all(empty)
     }
 
@@ -143,7 +150,9 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
                     let tx = lock(&self.conns).get(&id).cloned();
                     match tx {
                         Some(tx) => {
-                            let _ = tx.try_send(bytes);
+                            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(bytes) {
+                                metrics::counter!(SIP_QUEUE_DROPS, "peer" => "trunk").increment(1);
+                            }
                         }
                         None => tracing::debug!(
                             conn = id,
@@ -157,7 +166,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
                         match routes.get(&r) {
                             Some(tx) if !tx.is_closed() => Some(tx.clone()),
                             _ => {
-                                let (tx, rx) = mpsc::channel(QUEUE);
+                                let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
                                 if self.targets.get(r).is_some() {
                                     routes.insert(r, tx.clone());
                                     let me = self.clone();
@@ -170,7 +179,13 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
                         }
                     };
                     if let Some(tx) = tx {
-                        let _ = tx.try_send(bytes);
+                        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(bytes) {
+                            metrics::counter!(SIP_QUEUE_DROPS, "peer" => "route").increment(1);
+                            tracing::warn!(
+                                route = r,
+                                "send queue to the route target full: SIP message dropped"
+                            );
+                        }
                     }
                 }
             }
