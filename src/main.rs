@@ -320,6 +320,10 @@ async fn run(cfg: Config) -> Result<(), String> {
             targets,
             cert_trunks,
             cfg.sip.source_requests_per_sec,
+            cfg.trunks
+                .iter()
+                .flat_map(|t| t.from.iter().copied())
+                .collect(),
         );
         for (i, addr) in cfg.sip.listen.iter().enumerate() {
             let l = tokio::net::TcpListener::bind(addr)

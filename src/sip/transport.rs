@@ -45,11 +45,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNS_PER_SOURCE: usize = 256;
 /// Requests per second per source address by default (token bucket rate, burst twice that).
 const REQUESTS_PER_SEC: f64 = 1000.0;
-/// Messages queued per inbound connection before further ones are dropped.
+/// Messages queued per inbound connection from a source that is no trunk (it only ever gets
+/// short error responses) before further ones are dropped.
 const QUEUE: usize = 1024;
-/// Messages queued towards a route target: one connection carries every call of the route, so
-/// a short stall of the target at hundreds of calls/s must not drop messages (TLS is reliable:
-/// nothing would retransmit them).
+/// Messages queued towards a trunk or a route target: one connection carries every call of the
+/// trunk or route, so a short stall of the peer at hundreds of calls/s must not drop messages
+/// (TLS is reliable: nothing would retransmit them).
 const ROUTE_QUEUE: usize = 16 * 1024;
 /// At shutdown, how long the BYEs/CANCELs may take to be written before connections close.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -88,6 +89,8 @@ pub struct Shared<M: MediaPlane> {
     conn_stop: watch::Sender<bool>,
     /// Requests per second per source address (`sip.source_requests_per_sec`).
     rate: f64,
+    /// Source prefixes of the trunks (their connections get the deep send queue).
+    trunk_sources: Vec<crate::config::IpNet>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,19 +116,23 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             cert_trunks,
             conn_stop: watch::channel(false).0,
             rate: REQUESTS_PER_SEC,
+            trunk_sources: Vec::new(),
         })
     }
 
-    /// Like [`Shared::new`] with the per-source request rate (requests/s, burst twice that).
+    /// Like [`Shared::new`] with the per-source request rate (requests/s, burst twice that) and
+    /// the trunks' source prefixes (whose connections get a deep send queue).
     pub fn with_rate(
         core: B2bua<M>,
         targets: Vec<Target>,
         cert_trunks: Vec<(usize, Vec<ServerName<'static>>)>,
         rate: u32,
+        trunk_sources: Vec<crate::config::IpNet>,
     ) -> Arc<Self> {
         let mut s = Self::new(core, targets, cert_trunks);
         if let Some(me) = Arc::get_mut(&mut s) {
             me.rate = f64::from(rate.max(1));
+            me.trunk_sources = trunk_sources;
         }
         s
     }
@@ -484,7 +491,8 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             tracing::debug!(trunk = t, "client certificate identifies a trunk");
             self.with_core(|c| c.conn_identified(id, t));
         }
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let is_trunk = trunk.is_some() || self.trunk_sources.iter().any(|n| n.contains(ip));
+        let (tx, rx) = mpsc::channel(if is_trunk { ROUTE_QUEUE } else { QUEUE });
         lock(&self.conns).insert(id, tx.clone());
         self.pump(tls, Peer::Conn(id), ip, tx, rx, stop).await;
         lock(&self.conns).remove(&id);
