@@ -411,4 +411,28 @@ mod tests {
         assert!(m.has_attr("recvonly") && !m.has_attr("sendonly"));
         assert_eq!(call_codec(&m).unwrap().event_pt, Some(101));
     }
+
+    #[test]
+    fn hold_is_sendonly_inactive_or_a_zero_address() {
+        let base = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
+        let m = "m=audio 4000 RTP/SAVP 0\r\n";
+        let at: Option<std::net::SocketAddr> = "127.0.0.1:4000".parse().ok();
+        let held = |session: &str, media: &str, rtp| {
+            let sdp = Sdp::parse(&format!("{base}{session}{m}{media}")).unwrap();
+            offer_holds(&sdp, 0, rtp)
+        };
+        assert!(!held("", "", at));
+        assert!(!held("", "a=sendrecv\r\n", at));
+        assert!(!held("", "a=recvonly\r\n", at));
+        assert!(held("", "a=sendonly\r\n", at));
+        assert!(held("", "a=inactive\r\n", at));
+        assert!(held("a=sendonly\r\n", "", at));
+        // The media level wins over the session level.
+        assert!(!held("a=inactive\r\n", "a=sendrecv\r\n", at));
+        assert!(held("", "", "0.0.0.0:4000".parse().ok()));
+        // The answer flips session-level directions too.
+        let mut sdp = Sdp::parse(&format!("{base}a=sendonly\r\n{m}")).unwrap();
+        answer_direction(&mut sdp, 0);
+        assert!(sdp.write().contains("a=recvonly"));
+    }
 }

@@ -536,6 +536,17 @@ mod tests {
             self.live.borrow_mut().insert(n.call_id.to_string());
             Ok("v=0 agent-answer\r\n".into())
         }
+        fn reoffer_agent(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+            self.log
+                .borrow_mut()
+                .push(format!("reoffer {} {}", n.call_id, n.from_tag));
+            if n.sdp.windows(8).any(|w| w == b"RTP/AVP ") {
+                return Err(CallError::Policy(
+                    crate::sdp::policy::PolicyError::PlaintextMedia { index: 0 },
+                ));
+            }
+            Ok("v=0 agent-reanswer\r\n".into())
+        }
         fn fork(&self, call_id: &str, backend: &str, meta: ForkMeta) -> Result<(), CallError> {
             self.log
                 .borrow_mut()
@@ -652,6 +663,18 @@ mod tests {
             panic!()
         };
         assert_eq!(r.body, b"v=0 agent-answer\r\n");
+        // An offerless re-INVITE gets the SDP in force as our offer.
+        let out = b.handle(
+            Instant::now(),
+            TRUNK,
+            ip(),
+            req("INVITE", "+15551234567", &to, ""),
+        );
+        let Message::Response(r) = parsed(&out[0]).1 else {
+            panic!()
+        };
+        assert_eq!((r.status, &r.body[..]), (200, &b"v=0 agent-answer\r\n"[..]));
+        // A new offer (hold, re-key, new address) is answered by the media plane.
         let other = OFFER.replace("4000", "4002");
         let out = b.handle(
             Instant::now(),
@@ -659,7 +682,53 @@ mod tests {
             ip(),
             req("INVITE", "+15551234567", &to, &other),
         );
-        assert_eq!(status(&out[0]), 488);
+        let Message::Response(r) = parsed(&out[0]).1 else {
+            panic!()
+        };
+        assert_eq!(
+            (r.status, &r.body[..]),
+            (200, &b"v=0 agent-reanswer\r\n"[..])
+        );
+        assert_eq!(
+            b.media().log.borrow().last().unwrap(),
+            &format!("reoffer {key} atag")
+        );
+        // Repeated (a retransmission-free refresh with the same body): no new negotiation.
+        let n = b.media().log.borrow().len();
+        let out = b.handle(
+            Instant::now(),
+            TRUNK,
+            ip(),
+            req("UPDATE", "+15551234567", &to, &other),
+        );
+        assert_eq!(status(&out[0]), 200);
+        assert_eq!(b.media().log.borrow().len(), n);
+        // A plaintext re-offer: 488 with the reason, and the media in force stays.
+        let plain = OFFER.replace("RTP/SAVP", "RTP/AVP");
+        let out = b.handle(
+            Instant::now(),
+            TRUNK,
+            ip(),
+            req("INVITE", "+15551234567", &to, &plain),
+        );
+        let Message::Response(r) = parsed(&out[0]).1 else {
+            panic!()
+        };
+        assert_eq!(r.status, 488);
+        assert!(r
+            .headers
+            .get("Warning")
+            .is_some_and(|w| String::from_utf8_lossy(w).contains("SRTP required")));
+        let out = b.handle(
+            Instant::now(),
+            TRUNK,
+            ip(),
+            req("INVITE", "+15551234567", &to, ""),
+        );
+        let Message::Response(r) = parsed(&out[0]).1 else {
+            panic!()
+        };
+        assert_eq!(&r.body[..], b"v=0 agent-reanswer\r\n");
         // From another address: refused.
         let out = b.handle(
             Instant::now(),
