@@ -845,3 +845,62 @@ fn a_forked_call_switching_pcmu_to_pcma_keeps_the_fork_right_and_g722_stops_it()
     engine.shutdown();
     pump.join().unwrap();
 }
+
+#[test]
+fn an_agent_call_holds_one_media_port_pair_and_frees_it() {
+    use srtp_edge::media::calls::{Calls, ForkBackends, ForkMeta, Negotiation};
+
+    let b = Backend::start(&["--no-playback"]);
+    let cfg = srtp_edge::config::Config::from_toml_str(&b.config()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (engine, _media_events) = srtp_edge::media::engine::Engine::start(&cfg.media).unwrap();
+    let backend = srtp_edge::fork::Backend::from_config(&cfg.fork.backends[0], &cfg.tls).unwrap();
+    let calls = Calls::with_forks(
+        engine.clone(),
+        ForkBackends::new(vec![backend], rt.handle().clone()),
+    );
+    let (a, c) = (Peer::new(), Peer::new());
+    let suites = [SUITE];
+    let n = |id: &'static str, p: &Peer| (id, p.sdp(1));
+    let (id, sdp) = n("agent-ports@test", &a);
+    let answer = calls
+        .offer_agent(
+            &Negotiation {
+                call_id: id,
+                from_tag: "A",
+                to_tag: None,
+                sdp: sdp.as_bytes(),
+                suites: &suites,
+            },
+            "ai",
+            ForkMeta::default(),
+        )
+        .unwrap();
+    assert!(
+        answer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80"),
+        "{answer}"
+    );
+    // The caller's leg only: the backend is the other party, no second port pair is held.
+    assert_eq!(engine.ports_in_use(), 1);
+    // A relayed call holds two, as before.
+    let (id2, sdp2) = n("relayed-ports@test", &c);
+    calls
+        .offer(&Negotiation {
+            call_id: id2,
+            from_tag: "A",
+            to_tag: None,
+            sdp: sdp2.as_bytes(),
+            suites: &suites,
+        })
+        .unwrap();
+    assert_eq!(engine.ports_in_use(), 3);
+    calls.delete(id).unwrap();
+    assert_eq!(engine.ports_in_use(), 2);
+    calls.delete(id2).unwrap();
+    assert_eq!(engine.ports_in_use(), 0);
+    engine.shutdown();
+}

@@ -809,6 +809,17 @@ impl Calls {
 
     /// Allocates both legs' ports and registers the call with its worker.
     fn anchor(&self, n: &Negotiation<'_>, peer_v6: bool) -> Result<Call, CallError> {
+        self.anchor_legs(n, peer_v6, true)
+    }
+
+    /// [`anchor`](Self::anchor); with `second_leg` false (agent calls: the backend is the
+    /// other party) the second leg is parked ([`PortPair::parked`]) and holds no media port.
+    fn anchor_legs(
+        &self,
+        n: &Negotiation<'_>,
+        peer_v6: bool,
+        second_leg: bool,
+    ) -> Result<Call, CallError> {
         let fam = |want_v6: bool| {
             if self.engine.advertised(want_v6).is_some() {
                 want_v6
@@ -818,7 +829,12 @@ impl Calls {
         };
         let (v6a, v6b) = (fam(peer_v6), fam(false));
         let a = self.engine.allocate(v6a)?;
-        let b = match self.engine.allocate(v6b) {
+        let b = if second_leg {
+            self.engine.allocate(v6b)
+        } else {
+            super::ports::PortPair::parked().map_err(|_| PoolError::Exhausted)
+        };
+        let b = match b {
             Ok(b) => b,
             Err(e) => {
                 let port = a.rtp_port;
@@ -865,7 +881,9 @@ impl Calls {
             .is_err()
         {
             self.engine.release(v6a, pa);
-            self.engine.release(v6b, pb);
+            if pb != 0 {
+                self.engine.release(v6b, pb);
+            }
             return Err(CallError::EngineGone);
         }
         metrics::counter!("srtp_edge_calls_started_total").increment(1);
@@ -1439,7 +1457,8 @@ impl Calls {
     }
 
     fn release(&self, call: &Call) {
-        for l in &call.legs {
+        // Port 0: a parked leg (agent call) that holds no port of the range.
+        for l in call.legs.iter().filter(|l| l.rtp_port != 0) {
             self.engine.release(l.v6, l.rtp_port);
         }
     }

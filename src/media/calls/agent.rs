@@ -343,7 +343,8 @@ impl Calls {
             .ok_or(PolicyError::NoAudio)?
             .rtp;
         let mut table = super::lock(&self.table);
-        let call = self.anchor(n, rtp.is_some_and(|a| a.is_ipv6()))?;
+        // One media port pair: the second leg is parked (the backend is the other party).
+        let call = self.anchor_legs(n, rtp.is_some_and(|a| a.is_ipv6()), false)?;
         let key = call.key;
         // Registered first so that any failure below is undone by `delete`.
         table.insert(n.call_id.to_string(), call);
