@@ -230,6 +230,9 @@ async fn run(cfg: Config) -> Result<(), String> {
                         Some(srtp_edge::media::worker::Event::DtlsFailed { key, reason, .. }) => {
                             calls.dtls_failed(key, &reason)
                         }
+                        Some(srtp_edge::media::worker::Event::DtlsRekeyFailed { key, leg, reason }) => {
+                            calls.dtls_rekey_failed(key, leg, &reason)
+                        }
                         None => break,
                     },
                     _ = stop.changed() => break,

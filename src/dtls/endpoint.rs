@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cert::DtlsIdentity;
-use super::fingerprint::PeerFingerprints;
+use super::fingerprint::{HashFunction, PeerFingerprints};
 use super::keys::SrtpKeys;
 use super::setup::Role;
 use crate::srtp::Profile;
@@ -173,6 +173,8 @@ pub struct Endpoint {
     out: VecDeque<Vec<u8>>,
     buf: Vec<u8>,
     cert_ok: bool,
+    /// The hash function of the peer fingerprint its certificate matched.
+    peer_hash: Option<HashFunction>,
     connected_seen: bool,
     keys: Option<SrtpKeys>,
     ignored: u64,
@@ -207,6 +209,7 @@ impl Endpoint {
             out: VecDeque::new(),
             buf: vec![0; HANDSHAKE_BUF],
             cert_ok: false,
+            peer_hash: None,
             connected_seen: false,
             keys: None,
             ignored: 0,
@@ -311,6 +314,11 @@ impl Endpoint {
         }
     }
 
+    /// The hash function of the SDP fingerprint the peer's certificate matched, once it did.
+    pub fn peer_fingerprint_hash(&self) -> Option<HashFunction> {
+        self.peer_hash
+    }
+
     /// Datagrams ignored before reaching the engine (empty, oversized, not DTLS).
     pub fn ignored_datagrams(&self) -> u64 {
         self.ignored
@@ -365,8 +373,9 @@ impl Endpoint {
                     break;
                 }
                 dimpl::Output::PeerCert(der) => {
-                    if self.peer.matches(der) {
+                    if let Some(h) = self.peer.matching_hash(der) {
                         self.cert_ok = true;
+                        self.peer_hash = Some(h);
                     } else {
                         self.fail(FailReason::FingerprintMismatch, true);
                         return;

@@ -211,11 +211,14 @@ struct LegDtls {
     role: Role,
     ours_tls_id: String,
     ice: Option<IceCredentials>,
+    /// Its handshake failed while the leg kept earlier keys: nothing is kept from it, the next
+    /// offer or answer starts a new association (with a new tls-id of ours).
+    failed: bool,
 }
 
 impl LegDtls {
     fn keeps(&self, fingerprints: &PeerFingerprints, tls_id: &Option<String>) -> bool {
-        self.fingerprints.same_set(fingerprints) && &self.tls_id == tls_id
+        !self.failed && self.fingerprints.same_set(fingerprints) && &self.tls_id == tls_id
     }
 }
 
@@ -465,6 +468,8 @@ pub struct EndStats {
     pub refused: u64,
     /// Calls ended because a DTLS-SRTP handshake failed.
     pub dtls_failed: u64,
+    /// Re-key handshakes that failed while the call went on with its previous keys.
+    pub dtls_rekey_failed: u64,
 }
 
 /// What a call looked like when asked (`query`) or when it ended (`delete`).
@@ -587,6 +592,15 @@ impl Calls {
     /// Call-IDs of the calls in the table (at most `limit`).
     pub fn list(&self, limit: usize) -> Vec<String> {
         lock(&self.table).keys().take(limit).cloned().collect()
+    }
+
+    /// Legs currently keyed, or keying, with DTLS-SRTP (ng `statistics`).
+    pub fn dtls_legs(&self) -> usize {
+        lock(&self.table)
+            .values()
+            .flat_map(|c| c.legs.iter())
+            .filter(|l| l.dtls.is_some())
+            .count()
     }
 
     /// Number of calls in the table.
@@ -719,8 +733,21 @@ impl Calls {
                 Some(LegDtls {
                     ice: Some(ice),
                     ours_tls_id,
+                    failed: false,
                     ..
                 }) => (ice.clone(), ours_tls_id.clone()),
+                // After a failed handshake: same ICE agent, new association.
+                Some(LegDtls {
+                    ice: Some(ice),
+                    failed: true,
+                    ..
+                }) => (
+                    ice.clone(),
+                    TlsId::generate()
+                        .map_err(|_| PolicyError::KeyGen)?
+                        .as_str()
+                        .to_string(),
+                ),
                 _ => (
                     IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?,
                     TlsId::generate()
@@ -783,6 +810,7 @@ impl Calls {
                         rtcp_mux: Some(offerer_mux),
                         relatch: false,
                         dtls: None,
+                        clear_dtls: false,
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -1013,6 +1041,7 @@ impl Calls {
                             role,
                             ours_tls_id: ours_tls_id.clone(),
                             ice: Some(our_ice.clone()),
+                            failed: false,
                         });
                         Some(Box::new(DtlsLeg::new(
                             endpoint,
@@ -1105,6 +1134,12 @@ impl Calls {
                         } else {
                             other_dtls.take()
                         },
+                        // An SDES leg that was DTLS: its association goes.
+                        clear_dtls: if leg_i == side {
+                            pending.offerer_dtls.is_none()
+                        } else {
+                            pending.other_dtls.is_none()
+                        },
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -1128,6 +1163,14 @@ impl Calls {
         }
         if let Some(st) = new_other_state {
             call.legs[other].dtls = Some(st);
+        }
+        // A leg now keyed with SDES forgets its DTLS association (DTLS→SDES re-offer): a later
+        // switch back to DTLS starts a new one.
+        if pending.offerer_dtls.is_none() {
+            call.legs[side].dtls = None;
+        }
+        if pending.other_dtls.is_none() {
+            call.legs[other].dtls = None;
         }
         call.pending = None;
         call.last_signal = SystemTime::now();
@@ -1492,6 +1535,24 @@ impl Calls {
         tracing::info!(call = %Redacted(call_id.as_str()), %reason, "call ended: DTLS-SRTP handshake failed");
     }
 
+    /// A worker reports that a leg's re-key handshake failed and the leg kept its previous
+    /// keys: the call goes on, and signaling marks the failed association so that the next
+    /// offer or answer on that leg, even with the same fingerprint, starts a new handshake.
+    pub fn dtls_rekey_failed(&self, key: u64, leg: usize, reason: &crate::dtls::FailReason) {
+        let Some(call_id) = lock(&self.by_key).get(&key).cloned() else {
+            return;
+        };
+        if let Some(d) = lock(&self.table)
+            .get_mut(&call_id)
+            .and_then(|c| c.legs.get_mut(leg))
+            .and_then(|l| l.dtls.as_mut())
+        {
+            d.failed = true;
+        }
+        lock(&self.stats).dtls_rekey_failed += 1;
+        tracing::warn!(call = %Redacted(call_id.as_str()), leg, %reason, "DTLS-SRTP re-key failed: call goes on with its previous keys");
+    }
+
     /// Reads the DTLS-SRTP keying of an offered m-line: `Some` when the offerer keys with DTLS
     /// (a `UDP/TLS/RTP/SAVP(F)` profile, or a fingerprint and no `a=crypto`), `None` for SDES.
     fn dtls_offer(&self, m: &policy::MediaInfo) -> Result<Option<DtlsOffer>, CallError> {
@@ -1655,6 +1716,7 @@ impl Calls {
             role,
             ours_tls_id: tls_id,
             ice: ice.clone(),
+            failed: false,
         };
         let leg = DtlsLeg::new(endpoint, ice, rtp, self.replay_window);
         Ok(DtlsOffererKeys {

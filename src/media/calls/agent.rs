@@ -259,6 +259,8 @@ impl Calls {
                 signalled: Some((m.rtp, if mux { None } else { m.rtcp })),
                 rtcp_mux: Some(mux),
                 relatch: false,
+                // An SDES re-offer on a DTLS-keyed leg: its association goes.
+                clear_dtls: dtls_leg.is_none() && sdes.is_some(),
                 dtls: dtls_leg,
             },
             codec,
