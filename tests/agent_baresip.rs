@@ -516,9 +516,10 @@ fn agent_route_to_a_pipecat_bot_twilio_serializer_both_ways() {
     assert_eq!(s["rate_in"], 16000);
     assert!(s["secs_in"].as_f64().unwrap_or(0.0) >= 5.0, "{s}");
     // (Pipecat's stream resampler restarts after 200 ms without input, so a delivery hiccup on
-    // a loaded machine leaves a transient: the tone must dominate, not be perfectly pure.)
+    // a loaded machine leaves a transient: the tone must dominate, not be perfectly pure. A run
+    // on a loaded machine measured -3.2 dB; silence or the wrong tone measures below -20 dB.)
     assert!(
-        s["tone_db"]["440"].as_f64().unwrap_or(-999.0) > -3.0,
+        s["tone_db"]["440"].as_f64().unwrap_or(-999.0) > -6.0,
         "pipecat did not get the caller's 440 Hz: {s}"
     );
     assert!(s["tone_db"]["1000"].as_f64().unwrap_or(0.0) < -20.0, "{s}");

@@ -12,22 +12,41 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound then released; the race is acceptable on loopback).
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Ports this test process already handed out: a port is bound then released, so the kernel may
+/// offer it again to the next call (it did: the admin and SIP listeners of one daemon got the
+/// same port); never give the same one twice.
+fn unique_port(pick: impl Fn() -> u16) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let port = (0..1000)
+        .map(|_| pick())
+        .find(|p| !given.contains(p))
+        .expect("a port not handed out before");
+    given.push(port);
+    port
 }
 
-/// A free UDP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 (bound then released; the race with other processes is
+/// acceptable on loopback), never one this process handed out before.
+pub fn free_tcp_port() -> u16 {
+    unique_port(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
+}
+
+/// A free UDP port on 127.0.0.1, never one this process handed out before.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unique_port(|| {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
 }
 
 /// A running daemon; killed (SIGKILL) on drop if the test did not stop it.
