@@ -352,6 +352,8 @@ pub struct Endpoint {
     engine_timer: Option<Instant>,
     out: VecDeque<Vec<u8>>,
     keys: Option<SrtpKeys>,
+    cipher: Option<&'static str>,
+    peer_key: Option<String>,
     ignored: u64,
 }
 
@@ -378,6 +380,8 @@ impl Endpoint {
             engine_timer: None,
             out: VecDeque::new(),
             keys: None,
+            cipher: None,
+            peer_key: None,
             ignored: 0,
         };
         match tls {
@@ -500,6 +504,16 @@ impl Endpoint {
         }
     }
 
+    /// The negotiated DTLS cipher suite (OpenSSL's name), once connected.
+    pub fn cipher(&self) -> Option<&'static str> {
+        self.cipher
+    }
+
+    /// The peer certificate's key type and size (`RSA-2048`, `EC-256`), once connected.
+    pub fn peer_key(&self) -> Option<&str> {
+        self.peer_key.as_deref()
+    }
+
     /// Datagrams ignored before reaching the engine (empty, oversized, not DTLS).
     pub fn ignored_datagrams(&self) -> u64 {
         self.ignored
@@ -545,11 +559,12 @@ impl Endpoint {
             return;
         };
         let ssl = tls.ssl();
+        let peer_cert = ssl.peer_certificate();
         // The verification callback already refused any other certificate; this re-checks the
         // certificate the handshake ended with, so no path hands out keys without the match.
         let peer_ok = self.verdict.load(Ordering::Acquire) == CERT_MATCHED
-            && ssl
-                .peer_certificate()
+            && peer_cert
+                .as_ref()
                 .and_then(|c| c.to_der().ok())
                 .is_some_and(|der| self.peer.matches(&der));
         if !peer_ok {
@@ -559,6 +574,10 @@ impl Endpoint {
         match export_keys(ssl, self.role) {
             Some(keys) => {
                 self.keys = Some(keys);
+                self.cipher = ssl.current_cipher().map(|c| c.name());
+                self.peer_key = peer_cert
+                    .and_then(|c| c.public_key().ok())
+                    .map(|k| key_label(k.id(), k.bits()));
                 self.state = State::Connected;
                 self.engine_timer = None;
             }
@@ -791,6 +810,18 @@ fn engine_timeout(ssl: &SslRef) -> Option<Duration> {
     let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
     let micros = u64::try_from(tv.tv_usec).unwrap_or(0).min(999_999);
     Some(Duration::from_secs(secs) + Duration::from_micros(micros))
+}
+
+/// A short label of a public key for logs: algorithm and size in bits.
+fn key_label(id: Id, bits: u32) -> String {
+    let alg = match id {
+        Id::RSA => "RSA",
+        Id::EC => "EC",
+        Id::ED25519 => "Ed25519",
+        Id::ED448 => "Ed448",
+        _ => "other",
+    };
+    format!("{alg}-{bits}")
 }
 
 /// The negotiated SRTP profile and the exported keys, split by our role.
