@@ -295,6 +295,14 @@ pub struct RouteConfig {
     pub server_name: String,
     /// Roots to verify the target (default: `tls.ca_file`, else system roots).
     pub ca_file: Option<PathBuf>,
+    /// Agent mode: the `[[fork.backends]]` name that answers calls on this route (route
+    /// `agent = "name"`, or `target = "wss://…"` equal to that backend's `url`). srtp-edge
+    /// answers the INVITE itself; the SIP target fields above are then unused (unspecified
+    /// address, never dialed).
+    pub agent: Option<String>,
+    /// Fork mode: the `[[fork.backends]]` name that gets a copy of both tracks of every call on
+    /// this (SIP-to-SIP) route.
+    pub fork: Option<String>,
     /// How srtp-edge keys the media it offers to the target (the caller's leg is keyed the way
     /// the caller offered, SDES or DTLS-SRTP).
     pub media_keying: MediaKeying,
@@ -398,6 +406,8 @@ struct RawRoute {
     target: String,
     ca_file: String,
     server_name: String,
+    agent: String,
+    fork: String,
     media_keying: String,
 }
 
@@ -611,7 +621,7 @@ impl Config {
         };
         let mut cfg = cfg;
         cfg.trunks = v.trunks(trunks);
-        cfg.routes = v.routes(routes, &cfg.trunks);
+        cfg.routes = v.routes(routes, &cfg.trunks, &cfg.fork);
         // Cross-checks compare values with each other; on fallback values they would only add noise.
         if v.errs.is_empty() {
             v.cross_checks(&cfg);
@@ -975,7 +985,12 @@ impl Validator {
         out
     }
 
-    fn routes(&mut self, raw: Vec<RawRoute>, trunks: &[TrunkConfig]) -> Vec<RouteConfig> {
+    fn routes(
+        &mut self,
+        raw: Vec<RawRoute>,
+        trunks: &[TrunkConfig],
+        fork: &crate::fork::config::ForkConfig,
+    ) -> Vec<RouteConfig> {
         use crate::sip::uri::{Host, Uri};
         let mut out = Vec::new();
         for (i, r) in raw.into_iter().enumerate() {
@@ -986,11 +1001,38 @@ impl Validator {
                     self.err(format!("{key}.trunk"), format!("no trunk is named {t:?}"));
                 }
             }
-            if r.target.starts_with("wss:") {
-                self.err(
-                    format!("{key}.target"),
-                    "wss:// targets (agent mode) are not supported yet",
-                );
+            let fork_name = (!r.fork.is_empty()).then(|| r.fork.clone());
+            if let Some(f) = &fork_name {
+                if fork.backend(f).is_none() {
+                    self.err(
+                        format!("{key}.fork"),
+                        format!("no [[fork.backends]] is named {f:?}"),
+                    );
+                }
+            }
+            if !r.agent.is_empty() || r.target.starts_with("wss:") || r.target.starts_with("ws:") {
+                if let Some(agent) = self.agent_route(&key, &r, fork) {
+                    out.push(RouteConfig {
+                        trunk,
+                        user_prefix: r.user_prefix,
+                        host: (!r.host.is_empty()).then_some(r.host),
+                        target: crate::sip::uri::SipUri {
+                            secure: true,
+                            user: None,
+                            password: None,
+                            host: Host::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                            port: None,
+                            params: Vec::new(),
+                            headers: Vec::new(),
+                        },
+                        target_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                        server_name: "0.0.0.0".into(),
+                        ca_file: None,
+                        agent: Some(agent),
+                        fork: None,
+                        media_keying: MediaKeying::default(),
+                    });
+                }
                 continue;
             }
             let uri = match Uri::parse(r.target.as_bytes()) {
@@ -1062,10 +1104,78 @@ impl Validator {
                 target_addr,
                 server_name,
                 ca_file,
+                agent: None,
+                fork: fork_name,
                 media_keying,
             });
         }
         out
+    }
+
+    /// The backend of an agent route (`agent = "name"` or `target = "wss://…"` naming a
+    /// configured backend's URL), or None after recording why not. No route can make srtp-edge
+    /// connect to a URL that is not a configured backend.
+    fn agent_route(
+        &mut self,
+        key: &str,
+        r: &RawRoute,
+        fork: &crate::fork::config::ForkConfig,
+    ) -> Option<String> {
+        for (k, set) in [
+            ("fork", !r.fork.is_empty()),
+            ("ca_file", !r.ca_file.is_empty()),
+            ("server_name", !r.server_name.is_empty()),
+            ("media_keying", !r.media_keying.is_empty()),
+        ] {
+            if set {
+                self.err(
+                    format!("{key}.{k}"),
+                    "not allowed on an agent route (the backend's own settings apply)",
+                );
+            }
+        }
+        if !r.agent.is_empty() {
+            if !r.target.is_empty() {
+                self.err(
+                    format!("{key}.target"),
+                    "give either agent or target, not both",
+                );
+                return None;
+            }
+            if fork.backend(&r.agent).is_none() {
+                self.err(
+                    format!("{key}.agent"),
+                    format!("no [[fork.backends]] is named {:?}", r.agent),
+                );
+                return None;
+            }
+            return Some(r.agent.clone());
+        }
+        if !r.target.starts_with("wss://") {
+            self.err(
+                format!("{key}.target"),
+                "ws:// is not allowed: agent backends are wss:// only",
+            );
+            return None;
+        }
+        let mut found = fork.backends.iter().filter(|b| b.url == r.target);
+        match (found.next(), found.next()) {
+            (Some(b), None) => Some(b.name.clone()),
+            (Some(_), Some(_)) => {
+                self.err(
+                    format!("{key}.target"),
+                    "several [[fork.backends]] have this url; name one with agent = \"name\"",
+                );
+                None
+            }
+            (None, _) => {
+                self.err(
+                    format!("{key}.target"),
+                    "no [[fork.backends]] has this url (agent routes only reach configured backends)",
+                );
+                None
+            }
+        }
     }
 
     fn cross_checks(&mut self, cfg: &Config) {
@@ -1293,6 +1403,43 @@ mod tests {
                 "routes[1].target",
                 "routes[2].target",
                 "routes[3].media_keying",
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_and_fork_routes_name_configured_backends_only() {
+        let be = "[[fork.backends]]\nname = \"ai\"\nurl = \"wss://127.0.0.1:8765/stream\"\n\
+                  [[fork.backends]]\nname = \"rec\"\nurl = \"wss://127.0.0.1:8766/r\"\n";
+        let c = Config::from_toml_str(&format!(
+            "{be}[[routes]]\nuser_prefix = \"8\"\ntarget = \"wss://127.0.0.1:8765/stream\"\n\
+             [[routes]]\nuser_prefix = \"9\"\nagent = \"rec\"\n\
+             [[routes]]\ntarget = \"sips:127.0.0.1:5071\"\nfork = \"rec\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.routes[0].agent.as_deref(), Some("ai"));
+        assert_eq!(c.routes[1].agent.as_deref(), Some("rec"));
+        assert_eq!(
+            (c.routes[2].agent.as_deref(), c.routes[2].fork.as_deref()),
+            (None, Some("rec"))
+        );
+        assert_eq!(c.routes[0].fork, None);
+        assert_eq!(
+            keys(&format!(
+                "{be}[[routes]]\ntarget = \"wss://evil.example/x\"\n\
+                 [[routes]]\ntarget = \"ws://127.0.0.1:8765/stream\"\n\
+                 [[routes]]\nagent = \"nope\"\n\
+                 [[routes]]\nagent = \"ai\"\ntarget = \"wss://127.0.0.1:8765/stream\"\n\
+                 [[routes]]\nagent = \"ai\"\nfork = \"rec\"\n\
+                 [[routes]]\ntarget = \"sips:127.0.0.1\"\nfork = \"nope\"\n"
+            )),
+            vec![
+                "routes[0].target",
+                "routes[1].target",
+                "routes[2].agent",
+                "routes[3].target",
+                "routes[4].fork",
+                "routes[5].fork",
             ]
         );
     }

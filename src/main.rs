@@ -230,6 +230,9 @@ async fn run(cfg: Config) -> Result<(), String> {
                         Some(srtp_edge::media::worker::Event::DtlsFailed { key, reason, .. }) => {
                             calls.dtls_failed(key, &reason)
                         }
+                        Some(srtp_edge::media::worker::Event::DtlsRekeyFailed { key, leg, reason }) => {
+                            calls.dtls_rekey_failed(key, leg, &reason)
+                        }
                         None => break,
                     },
                     _ = stop.changed() => break,
@@ -311,6 +314,11 @@ async fn run(cfg: Config) -> Result<(), String> {
                 stop_rx.clone(),
             )));
         }
+        tasks.push(tokio::spawn(srtp_edge::sip::transport::run_agent_events(
+            shared.clone(),
+            calls.agent_events(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(srtp_edge::sip::transport::run_timers(
             shared,
             stop_rx.clone(),

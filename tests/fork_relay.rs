@@ -585,6 +585,9 @@ fn agent_mode_plays_the_backend_audio_into_the_caller_and_reports_its_hangup() {
                     Event::Fork { key, event } => calls.fork_event(key, event),
                     Event::TimedOut { key, .. } => calls.timed_out(key),
                     Event::DtlsFailed { key, reason, .. } => calls.dtls_failed(key, &reason),
+                    Event::DtlsRekeyFailed { key, leg, reason } => {
+                        calls.dtls_rekey_failed(key, leg, &reason)
+                    }
                 }
             }
         })

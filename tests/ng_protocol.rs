@@ -277,6 +277,7 @@ fn reply_shapes_match_rtpengine() {
                         errors: 1,
                     },
                 }],
+                dtls: None,
             }],
         }],
         rtp: Counters {

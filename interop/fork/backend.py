@@ -9,10 +9,15 @@ close code). It also plays audio back, with marks and a clear, so the test can c
     backend.py --cert server.pem --key server.key --mode twilio|l16 [--rate 16000]
                [--token T] [--secret S --url wss://...] [--max-tls12]
                [--freqs 600,1000] [--no-playback] [--stall-after N --stall-secs S]
+               [--tone HZ] [--hangup-after S [--hangup-with close|stop]]
 
 --freqs adds `track_tone_db` (per track, purity of each frequency) and `track_frames`;
 --no-playback sends nothing back (a `<Start><Stream>`-style fork consumer); --stall-after N stops
-reading for S seconds after the N-th media message (a backend that does not keep up).
+reading for S seconds after the N-th media message (a backend that does not keep up);
+--tone HZ plays a continuous tone back (instead of the scripted ramp/marks), paced at real time
+(a voice agent talking); --hangup-after S ends the stream S seconds after `start` (twilio: close
+1000, or with --hangup-with stop a `stop` event first, leaving the close to the relay; l16:
+`{"type":"disconnect"}`), as an agent that hangs up.
 """
 import argparse
 import asyncio
@@ -52,6 +57,19 @@ def purity_db(samples, rate, freq):
     if total == 0 or tone <= 0:
         return -999.0
     return 10 * math.log10(tone / total)
+
+
+def ulaw_encode(x):
+    """G.711 mu-law of one 16-bit sample (the ITU-T reference algorithm)."""
+    sign = 0x80 if x < 0 else 0
+    x = min(abs(x), 32635) + 0x84
+    exp = 7
+    mask = 0x4000
+    while exp > 0 and not (x & mask):
+        exp -= 1
+        mask >>= 1
+    mant = (x >> (exp + 3)) & 0x0F
+    return ~(sign | (exp << 4) | mant) & 0xFF
 
 
 def tone_l16(rate, freq, seconds, amp=8000):
@@ -159,9 +177,54 @@ async def l16_playback(r):
     r.rec["playback_done"] = True
 
 
+async def tone_playback(r):
+    """Plays --tone in 1 s chunks, keeping about 1 s queued ahead at the relay."""
+    ws, args = r.ws, r.args
+    sid = "MZ" + "0" * 32
+    rate = 8000 if args.mode == "twilio" else args.rate
+    t = 0
+    start = time.monotonic()
+    while True:
+        pcm = [int(12000 * math.sin(2 * math.pi * args.tone * (t + i) / rate)) for i in range(rate)]
+        t += rate
+        if args.mode == "twilio":
+            payload = base64.b64encode(bytes(ulaw_encode(x) for x in pcm)).decode()
+            await ws.send(json.dumps({"event": "media", "streamSid": sid,
+                                      "media": {"payload": payload}}))
+        else:
+            await ws.send(b"".join(struct.pack("<h", x) for x in pcm))
+        r.rec["tone_sent_s"] = t // rate
+        # Stay one second ahead of real time.
+        ahead = (t / rate) - (time.monotonic() - start) - 1.0
+        await asyncio.sleep(max(0.0, ahead))
+
+
+async def hangup_later(r):
+    await asyncio.sleep(r.args.hangup_after)
+    r.rec["hung_up"] = True
+    if r.args.mode == "twilio" and r.args.hangup_with == "stop":
+        await r.ws.send(json.dumps({"event": "stop", "streamSid": "MZ" + "0" * 32}))
+    elif r.args.mode == "twilio":
+        await r.ws.close(1000)
+    else:
+        await r.ws.send(json.dumps({"type": "disconnect"}))
+
+
+def start_playback(r):
+    tasks = []
+    if r.args.tone:
+        tasks.append(asyncio.create_task(tone_playback(r)))
+    elif not r.args.no_playback:
+        play = twilio_playback if r.args.mode == "twilio" else l16_playback
+        tasks.append(asyncio.create_task(play(r)))
+    if r.args.hangup_after:
+        tasks.append(asyncio.create_task(hangup_later(r)))
+    return tasks
+
+
 async def handler(ws, args):
     r = Recorder(args, ws)
-    task = None
+    tasks = []
     try:
         async for msg in ws:
             if isinstance(msg, bytes):
@@ -179,12 +242,10 @@ async def handler(ws, args):
                 r.seq = s
             if ev == "start":
                 r.rec["start"] = m
-                if not args.no_playback:
-                    task = asyncio.create_task(twilio_playback(r))
+                tasks = start_playback(r)
             elif ev == "websocket:connected":
                 r.rec["preamble"] = m
-                if not args.no_playback:
-                    task = asyncio.create_task(l16_playback(r))
+                tasks = start_playback(r)
             elif ev == "media":
                 md = m["media"]
                 tr = md["track"]
@@ -213,7 +274,7 @@ async def handler(ws, args):
                 r.rec["stop"] = m
     except Exception as e:  # a broken client must still produce a summary line
         r.rec["error"] = repr(e)
-    if task:
+    for task in tasks:
         task.cancel()
     r.rec["close_code"] = ws.close_code
     rate = 8000 if args.mode == "twilio" else args.rate
@@ -245,6 +306,9 @@ async def main():
     ap.add_argument("--no-playback", action="store_true")
     ap.add_argument("--stall-after", type=int, default=0)
     ap.add_argument("--stall-secs", type=float, default=10.0)
+    ap.add_argument("--tone", type=float, default=0.0)
+    ap.add_argument("--hangup-after", type=float, default=0.0)
+    ap.add_argument("--hangup-with", choices=["close", "stop"], default="close")
     args = ap.parse_args()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)

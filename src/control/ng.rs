@@ -621,6 +621,38 @@ pub struct MediaStats {
     pub flags: Vec<String>,
     /// Packet streams.
     pub streams: Vec<StreamStats>,
+    /// The DTLS-SRTP state of this party's leg, if it is keyed with DTLS.
+    pub dtls: Option<DtlsStats>,
+}
+
+/// A leg's DTLS-SRTP state in a query reply (the `DTLS` dict of a media): where the association
+/// is, the negotiated profile and the hash function of the peer's fingerprint. Never key
+/// material nor the certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DtlsStats {
+    /// `handshaking`, `connected`, `rekeying`, `rekey-failed` or `failed`.
+    pub state: String,
+    /// The DTLS-SRTP profile of the keys in use (`SRTP_AES128_CM_SHA1_80`...).
+    pub profile: Option<String>,
+    /// The hash function of the SDP fingerprint the peer's certificate matched (`sha-256`...).
+    pub fingerprint_hash: Option<String>,
+    /// Re-key handshakes that failed while the leg kept its keys.
+    pub rekey_failures: u64,
+}
+
+impl DtlsStats {
+    fn to_value(&self) -> Value {
+        let mut d = DictBuilder::new()
+            .str("state", &self.state)
+            .int("rekey failures", int(self.rekey_failures));
+        if let Some(p) = &self.profile {
+            d = d.str("profile", p);
+        }
+        if let Some(h) = &self.fingerprint_hash {
+            d = d.str("fingerprint hash", h);
+        }
+        d.build()
+    }
 }
 
 /// One party (tag) in a query reply.
@@ -700,7 +732,7 @@ impl CallStats {
                 .medias
                 .iter()
                 .map(|m| {
-                    DictBuilder::new()
+                    let mut d = DictBuilder::new()
                         .int("index", i64::from(m.index))
                         .str("type", &m.media_type)
                         .str("protocol", &m.protocol)
@@ -708,8 +740,11 @@ impl CallStats {
                         .value(
                             "streams",
                             Value::List(m.streams.iter().map(StreamStats::to_value).collect()),
-                        )
-                        .build()
+                        );
+                    if let Some(x) = &m.dtls {
+                        d = d.value("DTLS", x.to_value());
+                    }
+                    d.build()
                 })
                 .collect();
             let mut td = DictBuilder::new()
@@ -765,6 +800,14 @@ pub struct Statistics {
     pub byte_rate: u64,
     /// Current error rate per second.
     pub error_rate: u64,
+    /// DTLS-SRTP handshakes completed since start (first ones and re-keys).
+    pub dtls_handshakes: u64,
+    /// DTLS-SRTP handshakes that failed and ended their call.
+    pub dtls_failed: u64,
+    /// Re-key handshakes that failed while the call kept its previous keys.
+    pub dtls_rekey_failed: u64,
+    /// Legs currently keyed (or keying) with DTLS-SRTP.
+    pub dtls_legs: u64,
 }
 
 impl Statistics {
@@ -778,6 +821,7 @@ impl Statistics {
             .int("packetrate", int(self.packet_rate))
             .int("byterate", int(self.byte_rate))
             .int("errorrate", int(self.error_rate))
+            .int("dtlslegs", int(self.dtls_legs))
             .build();
         let total = DictBuilder::new()
             .int("uptime", int(self.uptime))
@@ -791,6 +835,9 @@ impl Statistics {
             .int("forcedterminatedsessions", 0)
             .int("relayedpackets", int(self.relayed_packets))
             .int("relayedpacketerrors", int(self.relayed_packet_errors))
+            .int("dtlshandshakes", int(self.dtls_handshakes))
+            .int("dtlshandshakefailures", int(self.dtls_failed))
+            .int("dtlsrekeyfailures", int(self.dtls_rekey_failed))
             .build();
         DictBuilder::new()
             .str("result", "ok")

@@ -260,6 +260,7 @@ impl NgServer {
         let ends = self.calls.end_stats();
         let (relayed, _) = e.relayed();
         let errors: u64 = Drop::ALL.iter().map(|&d| e.drops(d)).sum();
+        let (dtls_handshakes, dtls_failed, dtls_rekey_failed) = e.dtls_totals();
         ng::Statistics {
             sessions_own: self.calls.len() as u64,
             uptime: self.calls.uptime_secs(),
@@ -272,6 +273,10 @@ impl NgServer {
             packet_rate: 0,
             byte_rate: 0,
             error_rate: 0,
+            dtls_handshakes,
+            dtls_failed,
+            dtls_rekey_failed,
+            dtls_legs: self.calls.dtls_legs() as u64,
         }
         .to_reply()
     }
@@ -299,6 +304,17 @@ fn query_reply(r: &CallReport) -> Value {
             continue;
         };
         let l = c.legs[side];
+        let dtls = l.dtls.map(|d| ng::DtlsStats {
+            state: d.phase.as_str().to_string(),
+            profile: d.profile.and_then(Profile::dtls_name).map(str::to_string),
+            fingerprint_hash: d.peer_hash.map(|h| h.sdp_name().to_string()),
+            rekey_failures: u64::from(d.rekey_failures),
+        });
+        let (protocol, keying) = if dtls.is_some() {
+            ("UDP/TLS/RTP/SAVP", "DTLS-SRTP")
+        } else {
+            ("RTP/SAVP", "SDES")
+        };
         tags.push(ng::TagStats {
             tag,
             created: unix_secs(r.created),
@@ -306,8 +322,9 @@ fn query_reply(r: &CallReport) -> Value {
             medias: vec![ng::MediaStats {
                 index: 1,
                 media_type: "audio".into(),
-                protocol: "RTP/SAVP".into(),
-                flags: vec!["SDES".into()],
+                protocol: protocol.into(),
+                flags: vec![keying.into()],
+                dtls,
                 streams: vec![ng::StreamStats {
                     local_port: r.ports[side],
                     endpoint: l.latched,

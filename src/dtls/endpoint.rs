@@ -40,7 +40,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::cert::DtlsIdentity;
-use super::fingerprint::PeerFingerprints;
+use super::fingerprint::{HashFunction, PeerFingerprints};
 use super::keys::{SrtpKeys, EXPORTER_LABEL};
 use super::setup::Role;
 use crate::srtp::Profile;
@@ -354,6 +354,8 @@ pub struct Endpoint {
     keys: Option<SrtpKeys>,
     cipher: Option<&'static str>,
     peer_key: Option<String>,
+    /// The hash function of the peer fingerprint its certificate matched.
+    peer_hash: Option<HashFunction>,
     ignored: u64,
 }
 
@@ -382,6 +384,7 @@ impl Endpoint {
             keys: None,
             cipher: None,
             peer_key: None,
+            peer_hash: None,
             ignored: 0,
         };
         match tls {
@@ -504,6 +507,11 @@ impl Endpoint {
         }
     }
 
+    /// The hash function of the SDP fingerprint the peer's certificate matched, once it did.
+    pub fn peer_fingerprint_hash(&self) -> Option<HashFunction> {
+        self.peer_hash
+    }
+
     /// The negotiated DTLS cipher suite (OpenSSL's name), once connected.
     pub fn cipher(&self) -> Option<&'static str> {
         self.cipher
@@ -562,15 +570,16 @@ impl Endpoint {
         let peer_cert = ssl.peer_certificate();
         // The verification callback already refused any other certificate; this re-checks the
         // certificate the handshake ended with, so no path hands out keys without the match.
-        let peer_ok = self.verdict.load(Ordering::Acquire) == CERT_MATCHED
-            && peer_cert
-                .as_ref()
-                .and_then(|c| c.to_der().ok())
-                .is_some_and(|der| self.peer.matches(&der));
-        if !peer_ok {
+        let matched = peer_cert
+            .as_ref()
+            .and_then(|c| c.to_der().ok())
+            .and_then(|der| self.peer.matching_hash(&der));
+        let Some(hash) = matched.filter(|_| self.verdict.load(Ordering::Acquire) == CERT_MATCHED)
+        else {
             self.fail(FailReason::FingerprintMismatch);
             return;
-        }
+        };
+        self.peer_hash = Some(hash);
         match export_keys(ssl, self.role) {
             Some(keys) => {
                 self.keys = Some(keys);

@@ -227,6 +227,17 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// Digest length as an order of strength (SHA-1 weakest).
+fn strength(h: HashFunction) -> u8 {
+    match h {
+        HashFunction::Sha1 => 1,
+        HashFunction::Sha224 => 2,
+        HashFunction::Sha256 => 3,
+        HashFunction::Sha384 => 4,
+        HashFunction::Sha512 => 5,
+    }
+}
+
 /// The fingerprints a peer announced in its SDP; its DTLS certificate must match one of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerFingerprints {
@@ -313,6 +324,21 @@ impl PeerFingerprints {
             .fold(false, |acc, fp| fp.matches_certificate(cert_der) | acc)
     }
 
+    /// The hash function of the fingerprint that `cert_der` matches (the strongest, if several
+    /// do), or `None`. Reported per leg (ng `query`) so an operator sees which peers still bind
+    /// their certificate with SHA-1; never anything about the certificate itself.
+    pub fn matching_hash(&self, cert_der: &[u8]) -> Option<HashFunction> {
+        // Evaluate every entry, as `matches` does.
+        self.list.iter().fold(None, |best, fp| {
+            let hit = fp.matches_certificate(cert_der);
+            match (hit, best) {
+                (true, Some(b)) if strength(b) >= strength(fp.hash()) => Some(b),
+                (true, _) => Some(fp.hash()),
+                (false, b) => b,
+            }
+        })
+    }
+
     /// True if both sets hold the same fingerprints, in any order (a changed set on a re-INVITE
     /// means a new DTLS association, RFC 8842 section 5).
     pub fn same_set(&self, other: &PeerFingerprints) -> bool {
@@ -351,6 +377,28 @@ mod tests {
             );
             assert_eq!(Fingerprint::parse(&lower).unwrap(), fp);
         }
+    }
+
+    #[test]
+    fn matching_hash_names_the_strongest_matching_fingerprint() {
+        let set = PeerFingerprints::from_fingerprints([
+            Fingerprint::of_certificate(HashFunction::Sha1, CERT),
+            Fingerprint::of_certificate(HashFunction::Sha384, b"someone else"),
+            Fingerprint::of_certificate(HashFunction::Sha256, CERT),
+        ])
+        .unwrap();
+        assert_eq!(set.matching_hash(CERT), Some(HashFunction::Sha256));
+        assert_eq!(
+            set.matching_hash(b"someone else"),
+            Some(HashFunction::Sha384)
+        );
+        assert_eq!(set.matching_hash(b"nobody"), None);
+        let sha1_only = PeerFingerprints::from_fingerprints([Fingerprint::of_certificate(
+            HashFunction::Sha1,
+            CERT,
+        )])
+        .unwrap();
+        assert_eq!(sha1_only.matching_hash(CERT), Some(HashFunction::Sha1));
     }
 
     #[test]

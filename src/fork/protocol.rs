@@ -117,7 +117,8 @@ pub enum BackendMessage {
     Mark(String),
     /// Flush the playout queue and echo pending marks.
     Clear,
-    /// Hang up the call (l16 `disconnect`).
+    /// End the stream (l16 `disconnect`, twilio `stop` from the backend): an agent-mode call is
+    /// hung up; a fork ends and its call goes on.
     Disconnect,
     /// A well-formed message this relay has no use for (e.g. a Twilio `dtmf` echo).
     Ignored,
@@ -373,6 +374,9 @@ pub fn parse_twilio(text: &str) -> Result<BackendMessage, ProtocolError> {
         }
         "mark" => mark_name(m.mark).map(BackendMessage::Mark),
         "clear" => Ok(BackendMessage::Clear),
+        // Not in Twilio's backend-to-Twilio set; backends that end a stream with the same
+        // `stop` Twilio sends them are taken at their word.
+        "stop" => Ok(BackendMessage::Disconnect),
         _ => Ok(BackendMessage::Ignored),
     }
 }
@@ -575,6 +579,10 @@ mod tests {
         assert_eq!(
             parse_twilio(r#"{"event":"clear","streamSid":"MZ1"}"#),
             Ok(BackendMessage::Clear)
+        );
+        assert_eq!(
+            parse_twilio(r#"{"event":"stop","streamSid":"MZ1"}"#),
+            Ok(BackendMessage::Disconnect)
         );
         assert_eq!(
             parse_twilio(r#"{"event":"whatever"}"#),

@@ -37,6 +37,9 @@ use crate::sdp::policy::{
 use crate::sdp::{MediaSection, Sdp};
 use crate::srtp::{ContextConfig, Profile, SrtpContext};
 
+mod agent;
+pub use agent::AgentEvent;
+
 /// Calls ended, by how (`deleted`, `timeout`, `failed`).
 pub const CALLS_TOTAL: &str = "srtp_edge_calls_total";
 /// Offers and answers refused, by reason.
@@ -206,11 +209,14 @@ struct LegDtls {
     role: Role,
     ours_tls_id: String,
     ice: Option<IceCredentials>,
+    /// Its handshake failed while the leg kept earlier keys: nothing is kept from it, the next
+    /// offer or answer starts a new association (with a new tls-id of ours).
+    failed: bool,
 }
 
 impl LegDtls {
     fn keeps(&self, fingerprints: &PeerFingerprints, tls_id: &Option<String>) -> bool {
-        self.fingerprints.same_set(fingerprints) && &self.tls_id == tls_id
+        !self.failed && self.fingerprints.same_set(fingerprints) && &self.tls_id == tls_id
     }
 }
 
@@ -278,6 +284,20 @@ struct CallFork {
     mode: ForkMode,
     /// The worker has the handle (false: waiting for the answer).
     running: bool,
+    /// What the backend's `start` says about the call.
+    meta: ForkMeta,
+}
+
+/// Call metadata for a fork's `start` (Twilio `customParameters`, L16 preamble), from the
+/// signaling that asked for the fork. Empty fields are left out or defaulted.
+#[derive(Debug, Clone, Default)]
+pub struct ForkMeta {
+    /// Caller (number or URI user part; masked unless the backend has `send_numbers`).
+    pub from: String,
+    /// Called number (same rule).
+    pub to: String,
+    /// The route (or ng client) that asked for the fork; empty: `ng` or `agent` by mode.
+    pub route: String,
 }
 
 /// The audio format a call negotiated, as far as a fork cares.
@@ -424,6 +444,7 @@ pub struct Calls {
     stats: Mutex<EndStats>,
     forks: Option<ForkBackends>,
     hangups: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    agent_events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<AgentEvent>>>,
     dtls: Option<DtlsContext>,
 }
 
@@ -438,6 +459,8 @@ pub struct EndStats {
     pub refused: u64,
     /// Calls ended because a DTLS-SRTP handshake failed.
     pub dtls_failed: u64,
+    /// Re-key handshakes that failed while the call went on with its previous keys.
+    pub dtls_rekey_failed: u64,
 }
 
 /// What a call looked like when asked (`query`) or when it ended (`delete`).
@@ -532,6 +555,7 @@ impl Calls {
             stats: Mutex::new(EndStats::default()),
             forks,
             hangups: Mutex::new(None),
+            agent_events: Mutex::new(None),
             dtls,
         })
     }
@@ -559,6 +583,15 @@ impl Calls {
     /// Call-IDs of the calls in the table (at most `limit`).
     pub fn list(&self, limit: usize) -> Vec<String> {
         lock(&self.table).keys().take(limit).cloned().collect()
+    }
+
+    /// Legs currently keyed, or keying, with DTLS-SRTP (ng `statistics`).
+    pub fn dtls_legs(&self) -> usize {
+        lock(&self.table)
+            .values()
+            .flat_map(|c| c.legs.iter())
+            .filter(|l| l.dtls.is_some())
+            .count()
     }
 
     /// Number of calls in the table.
@@ -691,8 +724,21 @@ impl Calls {
                 Some(LegDtls {
                     ice: Some(ice),
                     ours_tls_id,
+                    failed: false,
                     ..
                 }) => (ice.clone(), ours_tls_id.clone()),
+                // After a failed handshake: same ICE agent, new association.
+                Some(LegDtls {
+                    ice: Some(ice),
+                    failed: true,
+                    ..
+                }) => (
+                    ice.clone(),
+                    TlsId::generate()
+                        .map_err(|_| PolicyError::KeyGen)?
+                        .as_str()
+                        .to_string(),
+                ),
                 _ => (
                     IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?,
                     TlsId::generate()
@@ -755,6 +801,7 @@ impl Calls {
                         rtcp_mux: Some(offerer_mux),
                         relatch: false,
                         dtls: None,
+                        clear_dtls: false,
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -966,6 +1013,7 @@ impl Calls {
                             role,
                             ours_tls_id: ours_tls_id.clone(),
                             ice: Some(our_ice.clone()),
+                            failed: false,
                         });
                         Some(Box::new(DtlsLeg::new(
                             endpoint,
@@ -1086,6 +1134,7 @@ impl Calls {
                         role,
                         ours_tls_id: tls_id,
                         ice: ice.clone(),
+                        failed: false,
                     });
                     let leg = DtlsLeg::new(endpoint, ice, pending.offerer_rtp, self.replay_window);
                     (None, None, Some(Box::new(leg)), out)
@@ -1122,6 +1171,12 @@ impl Calls {
                         } else {
                             other_dtls.take()
                         },
+                        // An SDES leg that was DTLS: its association goes.
+                        clear_dtls: if leg_i == side {
+                            pending.offerer_dtls.is_none()
+                        } else {
+                            pending.other_dtls.is_none()
+                        },
                     }),
                 })
                 .map_err(|_| CallError::EngineGone)?;
@@ -1145,6 +1200,14 @@ impl Calls {
         }
         if let Some(st) = new_other_state {
             call.legs[other].dtls = Some(st);
+        }
+        // A leg now keyed with SDES forgets its DTLS association (DTLS→SDES re-offer): a later
+        // switch back to DTLS starts a new one.
+        if pending.offerer_dtls.is_none() {
+            call.legs[side].dtls = None;
+        }
+        if pending.other_dtls.is_none() {
+            call.legs[other].dtls = None;
         }
         call.pending = None;
         call.last_signal = SystemTime::now();
@@ -1190,6 +1253,18 @@ impl Calls {
         backend: &str,
         mode: ForkMode,
     ) -> Result<ForkStart, CallError> {
+        self.start_fork_with(call_id, backend, mode, ForkMeta::default())
+    }
+
+    /// [`start_fork`](Self::start_fork) with the call's metadata for the backend's `start`
+    /// (the SIP B2BUA knows caller, callee and route).
+    pub fn start_fork_with(
+        &self,
+        call_id: &str,
+        backend: &str,
+        mode: ForkMode,
+        meta: ForkMeta,
+    ) -> Result<ForkStart, CallError> {
         let backend = self
             .fork_backend(backend)
             .ok_or(CallError::UnknownForkBackend)?
@@ -1215,6 +1290,7 @@ impl Calls {
             backend,
             mode,
             running: false,
+            meta,
         });
         if call.codec.is_none() {
             if previous.is_some_and(|p| p.running) {
@@ -1247,13 +1323,14 @@ impl Calls {
             None => return Err(CallError::ForkRefused("call not answered".into())),
         };
         let info = CallInfo {
-            from: String::new(),
-            to: String::new(),
+            from: f.meta.from.clone(),
+            to: f.meta.to.clone(),
             sip_call_id: call_id.to_string(),
             direction: "inbound".into(),
-            route: match f.mode {
-                ForkMode::Fork => "ng".into(),
-                ForkMode::Agent => "agent".into(),
+            route: match (f.meta.route.is_empty(), f.mode) {
+                (false, _) => f.meta.route.clone(),
+                (true, ForkMode::Fork) => "ng".into(),
+                (true, ForkMode::Agent) => "agent".into(),
             },
             codec: codec.g711,
             mode: f.mode,
@@ -1331,12 +1408,22 @@ impl Calls {
         };
         let call = Redacted(call_id.as_str());
         match event {
-            ForkEvent::Connected => tracing::debug!(%call, "fork connected"),
+            ForkEvent::Connected => {
+                tracing::debug!(%call, "fork connected");
+                let agent = lock(&self.table)
+                    .get(&call_id)
+                    .and_then(|c| c.fork.as_ref())
+                    .is_some_and(|f| f.mode == ForkMode::Agent);
+                if agent {
+                    self.agent_event(AgentEvent::Connected(call_id.clone()));
+                }
+            }
             ForkEvent::Reconnecting => tracing::info!(%call, "fork reconnecting"),
             ForkEvent::Hangup => {
                 tracing::info!(%call, "agent backend hung up");
                 let tx = lock(&self.hangups).clone();
                 let sent = tx.is_some_and(|tx| tx.send(call_id.clone()).is_ok());
+                let sent = self.agent_event(AgentEvent::Hangup(call_id.clone())) || sent;
                 if !sent {
                     tracing::warn!(%call, "agent hangup with no signaling to end the call");
                 }
@@ -1434,6 +1521,24 @@ impl Calls {
         lock(&self.stats).dtls_failed += 1;
         metrics::counter!(CALLS_TOTAL, "end" => "failed").increment(1);
         tracing::info!(call = %Redacted(call_id.as_str()), %reason, "call ended: DTLS-SRTP handshake failed");
+    }
+
+    /// A worker reports that a leg's re-key handshake failed and the leg kept its previous
+    /// keys: the call goes on, and signaling marks the failed association so that the next
+    /// offer or answer on that leg, even with the same fingerprint, starts a new handshake.
+    pub fn dtls_rekey_failed(&self, key: u64, leg: usize, reason: &crate::dtls::FailReason) {
+        let Some(call_id) = lock(&self.by_key).get(&key).cloned() else {
+            return;
+        };
+        if let Some(d) = lock(&self.table)
+            .get_mut(&call_id)
+            .and_then(|c| c.legs.get_mut(leg))
+            .and_then(|l| l.dtls.as_mut())
+        {
+            d.failed = true;
+        }
+        lock(&self.stats).dtls_rekey_failed += 1;
+        tracing::warn!(call = %Redacted(call_id.as_str()), leg, %reason, "DTLS-SRTP re-key failed: call goes on with its previous keys");
     }
 
     /// Reads the DTLS-SRTP keying of an offered m-line: `Some` when the offerer keys with DTLS

@@ -9,11 +9,55 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::ice::{self, IceCredentials};
-use crate::dtls::{Endpoint, FailReason, State};
-use crate::srtp::{ContextConfig, SrtpContext};
+use crate::dtls::{Endpoint, FailReason, HashFunction, State};
+use crate::srtp::{ContextConfig, Profile, SrtpContext};
 
 /// Handshakes by result (`ok`, or a [`FailReason::label`]).
 pub const DTLS_HANDSHAKES: &str = "srtp_edge_dtls_handshakes_total";
+
+/// Where a leg's DTLS association is, as the control plane reports it (ng `query`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtlsPhase {
+    /// The first handshake runs; the leg has no DTLS keys yet.
+    Handshaking,
+    /// A handshake completed; its keys are in use.
+    Connected,
+    /// A new handshake (re-key) runs; the keys of the previous one stay in use until it
+    /// completes.
+    Rekeying,
+    /// The last re-key failed; the keys of the previous handshake are still in use.
+    RekeyFailed,
+    /// The handshake failed (the call is being torn down).
+    Failed,
+}
+
+impl DtlsPhase {
+    /// The text reported over ng.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DtlsPhase::Handshaking => "handshaking",
+            DtlsPhase::Connected => "connected",
+            DtlsPhase::Rekeying => "rekeying",
+            DtlsPhase::RekeyFailed => "rekey-failed",
+            DtlsPhase::Failed => "failed",
+        }
+    }
+}
+
+/// A leg's DTLS state for reports: no key material, no certificate, only what an operator needs
+/// to see which association a leg runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DtlsInfo {
+    /// Where the association is.
+    pub phase: DtlsPhase,
+    /// The SRTP profile of the keys in use (from the last completed handshake).
+    pub profile: Option<Profile>,
+    /// The hash function of the SDP fingerprint the peer's certificate matched (last completed
+    /// handshake).
+    pub peer_hash: Option<HashFunction>,
+    /// Re-key handshakes on this leg that failed while the previous keys kept running.
+    pub rekey_failures: u32,
+}
 
 /// What a leg's DTLS state reports after being fed or timed.
 pub enum DtlsOutcome {
@@ -41,6 +85,14 @@ pub struct DtlsLeg {
     peer: Option<SocketAddr>,
     replay_window: usize,
     keyed: bool,
+    /// Profile and peer fingerprint hash of the keys in use (this handshake's, or the previous
+    /// association's while this one re-keys).
+    in_use: Option<(Profile, Option<HashFunction>)>,
+    rekey_failed: bool,
+    rekey_failures: u32,
+    /// The failure was reported once: a failed endpoint stays failed, and datagrams or timers
+    /// after that must not report (count, log, tear down) it again.
+    failure_reported: bool,
 }
 
 impl std::fmt::Debug for DtlsLeg {
@@ -70,6 +122,42 @@ impl DtlsLeg {
             peer,
             replay_window,
             keyed: false,
+            in_use: None,
+            rekey_failed: false,
+            rekey_failures: 0,
+            failure_reported: false,
+        }
+    }
+
+    /// Takes over what a replaced association of the same leg reports (the keys it left in
+    /// use, its failure count), so a re-key in progress shows as such.
+    pub fn succeed(&mut self, previous: &DtlsLeg) {
+        self.in_use = previous.in_use;
+        self.rekey_failures = previous.rekey_failures;
+    }
+
+    /// Records that this handshake failed while the leg keeps the keys it had (a failed
+    /// re-key).
+    pub fn note_rekey_failure(&mut self) {
+        self.rekey_failed = true;
+        self.rekey_failures = self.rekey_failures.saturating_add(1);
+    }
+
+    /// The leg's DTLS state for reports.
+    pub fn info(&self) -> DtlsInfo {
+        let phase = match self.endpoint.state() {
+            State::Handshaking if self.in_use.is_some() => DtlsPhase::Rekeying,
+            State::Handshaking => DtlsPhase::Handshaking,
+            State::Failed(_) if self.rekey_failed => DtlsPhase::RekeyFailed,
+            State::Failed(_) => DtlsPhase::Failed,
+            State::Connected | State::Closed if self.keyed => DtlsPhase::Connected,
+            State::Connected | State::Closed => DtlsPhase::Handshaking,
+        };
+        DtlsInfo {
+            phase,
+            profile: self.in_use.map(|(p, _)| p),
+            peer_hash: self.in_use.and_then(|(_, h)| h),
+            rekey_failures: self.rekey_failures,
         }
     }
 
@@ -128,8 +216,10 @@ impl DtlsLeg {
 
     fn check(&mut self) -> DtlsOutcome {
         match self.endpoint.state() {
+            State::Failed(_) if self.failure_reported => DtlsOutcome::Pending,
             State::Failed(r) => {
                 let r = r.clone();
+                self.failure_reported = true;
                 metrics::counter!(DTLS_HANDSHAKES, "result" => r.label()).increment(1);
                 DtlsOutcome::Failed(r)
             }
@@ -149,6 +239,7 @@ impl DtlsLeg {
                     return DtlsOutcome::Failed(r);
                 };
                 self.keyed = true;
+                self.in_use = Some((p, self.endpoint.peer_fingerprint_hash()));
                 metrics::counter!(DTLS_HANDSHAKES, "result" => "ok").increment(1);
                 tracing::info!(
                     profile = %p,
@@ -232,6 +323,38 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_is_reported_once() {
+        let (ours, theirs) = (
+            DtlsIdentity::generate().unwrap(),
+            DtlsIdentity::generate().unwrap(),
+        );
+        let cfg = EndpointConfig {
+            handshake_timeout: std::time::Duration::from_millis(10),
+            ..EndpointConfig::default()
+        }
+        .build()
+        .unwrap();
+        let now = Instant::now();
+        let ep = Endpoint::new(&ours, Role::Server, fps(&theirs), &cfg, now);
+        let peer: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let mut leg = DtlsLeg::new(ep, None, Some(peer), 128);
+        let later = now + std::time::Duration::from_secs(1);
+        assert!(matches!(
+            leg.on_timeout(later),
+            DtlsOutcome::Failed(FailReason::Timeout)
+        ));
+        // A failed re-key leaves the leg in place: later timers and datagrams (a peer's stray
+        // flight) must not report the failure again.
+        assert!(matches!(leg.on_timeout(later), DtlsOutcome::Pending));
+        let hello = [22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0];
+        assert!(matches!(
+            leg.on_dtls(later, peer, &hello),
+            DtlsOutcome::Pending
+        ));
+        assert_eq!(leg.info().phase, DtlsPhase::Failed);
+    }
+
+    #[test]
     fn handshake_keys_the_leg_in_the_right_direction() {
         let (ours, theirs) = (
             DtlsIdentity::generate().unwrap(),
@@ -266,6 +389,19 @@ mod tests {
         let (mut inbound, mut outbound, peer) = keyed.expect("handshake completes");
         assert_eq!(peer, peer_addr);
         assert!(!leg.handshaking());
+        let info = leg.info();
+        assert_eq!(info.phase, DtlsPhase::Connected);
+        assert_eq!(info.peer_hash, Some(crate::dtls::HashFunction::Sha256));
+        assert!(info.profile.is_some());
+        // A re-key takes over the report of the association it replaces.
+        let ep = Endpoint::new(&ours, Role::Client, fps(&theirs), &cfg, now);
+        let mut next = DtlsLeg::new(ep, None, Some(peer_addr), 128);
+        assert_eq!(next.info().phase, DtlsPhase::Handshaking);
+        next.succeed(&leg);
+        assert_eq!(next.info().phase, DtlsPhase::Rekeying);
+        assert_eq!(next.info().profile, info.profile);
+        next.note_rekey_failure();
+        assert_eq!(next.info().rekey_failures, 1);
         // What the peer protects with its local key, our inbound context opens; what we
         // protect, the peer opens with its remote key.
         let keys = server.take_srtp_keys().unwrap();

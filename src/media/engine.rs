@@ -197,6 +197,19 @@ impl Engine {
         })
     }
 
+    /// DTLS-SRTP handshakes across workers since start: (completed, failed and ended their
+    /// call, failed re-keys that kept the previous keys), for ng `statistics`.
+    pub fn dtls_totals(&self) -> (u64, u64, u64) {
+        self.workers.iter().fold((0, 0, 0), |(o, f, r), w| {
+            let s = &w.stats;
+            (
+                o + s.dtls_ok.load(Ordering::Relaxed),
+                f + s.dtls_failed.load(Ordering::Relaxed),
+                r + s.dtls_rekey_failed.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// Total drops for one reason across workers (tests, `statistics`).
     pub fn drops(&self, reason: Drop) -> u64 {
         self.workers

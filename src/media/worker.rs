@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::demux::{self, Kind};
-use super::dtls_leg::{DtlsLeg, DtlsOutcome};
+use super::dtls_leg::{DtlsInfo, DtlsLeg, DtlsOutcome};
 use super::relay::{self, Drop, Leg};
 use crate::dtls::FailReason;
 use crate::fork::{ForkEvent, ForkHandle, ForkStats, Track};
@@ -58,7 +58,16 @@ pub struct WorkerStats {
     pub send_errors: AtomicU64,
     /// Calls on this worker.
     pub calls: AtomicU64,
+    /// DTLS-SRTP handshakes that completed (first ones and re-keys).
+    pub dtls_ok: AtomicU64,
+    /// DTLS-SRTP handshakes that failed and ended their call.
+    pub dtls_failed: AtomicU64,
+    /// Re-key handshakes that failed while the leg kept its previous keys.
+    pub dtls_rekey_failed: AtomicU64,
 }
+
+/// Re-key handshakes that failed while the leg kept its previous keys, by reason.
+pub const DTLS_REKEY_FAILURES: &str = "srtp_edge_dtls_rekey_failures_total";
 
 /// Per-call, per-leg counters (reported by `query` and `delete`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +82,8 @@ pub struct LegCounters {
     pub dropped: u64,
     /// The address the leg latched onto, if any.
     pub latched: Option<SocketAddr>,
+    /// The leg's DTLS-SRTP state, if it is keyed with DTLS.
+    pub dtls: Option<DtlsInfo>,
 }
 
 /// Counters of a call at the time of the question.
@@ -183,6 +194,10 @@ pub struct LegUpdate {
     /// Start a DTLS-SRTP handshake on this leg (replacing any running one); the leg's SRTP
     /// contexts come from it when it completes.
     pub dtls: Option<Box<DtlsLeg>>,
+    /// The leg is no longer keyed with DTLS (a re-offer switched it to SDES): its DTLS
+    /// association and ICE-lite state are dropped, so DTLS and STUN datagrams are no longer
+    /// answered on it. Ignored when `dtls` is set.
+    pub clear_dtls: bool,
 }
 
 /// Commands from the control plane.
@@ -251,6 +266,17 @@ pub enum Event {
         key: u64,
         /// What happened.
         event: ForkEvent,
+    },
+    /// A re-key handshake failed on a leg that already had SRTP keys: the call goes on with
+    /// them (RFC 5764 section 4.4 keeps the old keys until a new handshake completes). Not sent
+    /// for a fingerprint mismatch, which ends the call (RFC 5763 section 5).
+    DtlsRekeyFailed {
+        /// Call key.
+        key: u64,
+        /// The leg (0 = A, 1 = B).
+        leg: usize,
+        /// Why.
+        reason: FailReason,
     },
     /// A leg's DTLS-SRTP handshake failed; the call was removed (its sockets are closed).
     DtlsFailed {
@@ -536,6 +562,15 @@ impl Worker {
                     }
                 }
             }
+            Err(relay::Drop::NoDestination)
+                if fork.is_some_and(|f| f.tap.playout_leg == Some(leg_i)) =>
+            {
+                // Agent mode: the backend is the other party and the fork took the audio; the
+                // unsignalled second leg is not a drop, and the call has media.
+                slot.last_media = now;
+                slot.counters[leg_i].packets_in += 1;
+                slot.counters[leg_i].bytes_in += len as u64;
+            }
             Err(d) => {
                 slot.counters[leg_i].dropped += 1;
                 self.stats.drops[d as usize].fetch_add(1, Ordering::Relaxed);
@@ -642,8 +677,14 @@ impl Worker {
             l.rtp_latch.reset();
             l.rtcp_latch.reset();
         }
-        if let Some(d) = u.dtls {
+        if u.dtls.is_none() && u.clear_dtls {
+            slot.legs[leg].dtls = None;
+        }
+        if let Some(mut d) = u.dtls {
             let setup = &mut slot.legs[leg];
+            if let Some(old) = setup.dtls.take() {
+                d.succeed(&old);
+            }
             setup.dtls = Some(d);
             if let Some(&i) = self.by_key.get(&key) {
                 if !self.handshaking.contains(&i) {
@@ -791,16 +832,35 @@ impl Worker {
                 l.rtp_latch.reset();
                 l.rtp_latch.set_signalled(Some(peer));
                 slot.last_media = now;
+                self.stats.dtls_ok.fetch_add(1, Ordering::Relaxed);
             }
             DtlsOutcome::Failed(reason) => {
-                let Some(key) = self
-                    .slots
-                    .get(slot_i)
-                    .and_then(|s| s.as_ref())
-                    .map(|s| s.key)
-                else {
+                let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
                     return;
                 };
+                let key = slot.key;
+                let setup = &mut slot.legs[leg_i];
+                // A re-key (the leg already has SRTP keys, from an earlier handshake or SDES)
+                // that fails for any reason but an authentication failure leaves the running
+                // keys in place: the media a re-INVITE did not mean to stop keeps flowing and
+                // signaling decides what to do. A certificate that does not match the new
+                // fingerprint ends the call as the first handshake would (RFC 5763 section 5).
+                let keyed = setup.leg.inbound.is_some() && setup.leg.outbound.is_some();
+                if keyed && reason != FailReason::FingerprintMismatch {
+                    if let Some(d) = setup.dtls.as_mut() {
+                        d.note_rekey_failure();
+                    }
+                    self.stats.dtls_rekey_failed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(DTLS_REKEY_FAILURES, "reason" => reason.label()).increment(1);
+                    tracing::warn!(leg = leg_i, %reason, "DTLS-SRTP re-key failed: the leg keeps its current keys");
+                    let _ = self.events.send(Event::DtlsRekeyFailed {
+                        key,
+                        leg: leg_i,
+                        reason,
+                    });
+                    return;
+                }
+                self.stats.dtls_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(leg = leg_i, %reason, "DTLS-SRTP handshake failed: call ended");
                 if let Some(counters) = self.remove(key, now) {
                     let _ = self.events.send(Event::DtlsFailed {
@@ -947,6 +1007,8 @@ fn counters(s: &Slot, now: Instant) -> CallCounters {
     let mut legs = s.counters;
     legs[0].latched = s.legs[0].leg.rtp_latch.latched();
     legs[1].latched = s.legs[1].leg.rtp_latch.latched();
+    legs[0].dtls = s.legs[0].dtls.as_ref().map(|d| d.info());
+    legs[1].dtls = s.legs[1].dtls.as_ref().map(|d| d.info());
     CallCounters {
         legs,
         idle: now.duration_since(s.last_media),

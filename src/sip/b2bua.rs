@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::{MediaKeying, RouteConfig, TrunkConfig};
-use crate::media::calls::{offer_keys_with_dtls, CallError, Negotiation, OfferOptions};
+use crate::media::calls::{offer_keys_with_dtls, CallError, ForkMeta, Negotiation, OfferOptions};
 use crate::redact::Redacted;
 use crate::srtp::Profile;
 
@@ -26,6 +26,8 @@ use super::routing::{route_for, trunk_for};
 use super::typed::Contacts;
 use super::uri::Uri;
 use super::validate::{inspect, inspect_response};
+
+mod agent;
 
 /// SIP requests received, by method.
 pub const SIP_REQUESTS: &str = "srtp_edge_sip_requests_total";
@@ -61,6 +63,20 @@ pub trait MediaPlane {
     fn delete(&self, call_id: &str);
     /// The calls the media plane still holds (it ends calls on its own after a media timeout).
     fn live(&self) -> std::collections::HashSet<String>;
+    /// Agent mode: answers the offer on behalf of the fork backend `agent` (the other party)
+    /// and returns our answer SDP for the caller. Nothing is left anchored on error.
+    fn offer_agent(
+        &self,
+        _n: &Negotiation<'_>,
+        _agent: &str,
+        _meta: ForkMeta,
+    ) -> Result<String, CallError> {
+        Err(CallError::UnknownForkBackend)
+    }
+    /// Fork mode: copies both tracks of the call to `backend` (from the answer on).
+    fn fork(&self, _call_id: &str, _backend: &str, _meta: ForkMeta) -> Result<(), CallError> {
+        Err(CallError::UnknownForkBackend)
+    }
 }
 
 impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
@@ -76,6 +92,17 @@ impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
     fn live(&self) -> std::collections::HashSet<String> {
         (**self).live()
     }
+    fn offer_agent(
+        &self,
+        n: &Negotiation<'_>,
+        agent: &str,
+        meta: ForkMeta,
+    ) -> Result<String, CallError> {
+        (**self).offer_agent(n, agent, meta)
+    }
+    fn fork(&self, call_id: &str, backend: &str, meta: ForkMeta) -> Result<(), CallError> {
+        (**self).fork(call_id, backend, meta)
+    }
 }
 
 impl MediaPlane for crate::media::calls::Calls {
@@ -90,6 +117,18 @@ impl MediaPlane for crate::media::calls::Calls {
     }
     fn live(&self) -> std::collections::HashSet<String> {
         self.list(usize::MAX).into_iter().collect()
+    }
+    fn offer_agent(
+        &self,
+        n: &Negotiation<'_>,
+        agent: &str,
+        meta: ForkMeta,
+    ) -> Result<String, CallError> {
+        crate::media::calls::Calls::offer_agent(self, n, agent, meta)
+    }
+    fn fork(&self, call_id: &str, backend: &str, meta: ForkMeta) -> Result<(), CallError> {
+        self.start_fork_with(call_id, backend, crate::fork::ForkMode::Fork, meta)
+            .map(|_| ())
     }
 }
 
@@ -232,6 +271,9 @@ pub struct B2bua<M: MediaPlane> {
     next_audit: Option<Instant>,
     /// Connections whose client certificate proved a trunk (mutual TLS).
     conn_trunks: HashMap<u64, usize>,
+    /// Agent-mode calls by key, and their keys by the caller's Call-ID.
+    agents: HashMap<String, agent::AgentCall>,
+    agent_by_a: HashMap<Vec<u8>, String>,
 }
 
 fn rand_hex(bytes: usize) -> String {
@@ -310,6 +352,8 @@ impl<M: MediaPlane> B2bua<M> {
             txs: HashMap::new(),
             next_audit: None,
             conn_trunks: HashMap::new(),
+            agents: HashMap::new(),
+            agent_by_a: HashMap::new(),
         }
     }
 
@@ -324,14 +368,14 @@ impl<M: MediaPlane> B2bua<M> {
         self.conn_trunks.remove(&conn);
     }
 
-    /// Calls in progress (any state).
+    /// Calls in progress (any state), agent calls included.
     pub fn len(&self) -> usize {
-        self.calls.len()
+        self.calls.len() + self.agents.len()
     }
 
     /// True when no call is in progress.
     pub fn is_empty(&self) -> bool {
-        self.calls.is_empty()
+        self.calls.is_empty() && self.agents.is_empty()
     }
 
     /// The media plane (for the transport and tests).
@@ -411,6 +455,10 @@ impl<M: MediaPlane> B2bua<M> {
             }
             return;
         }
+        if let Some(key) = self.agent_for(&call_id) {
+            self.agent_in_dialog(key, peer, ip, req, out);
+            return;
+        }
         // Out of dialog.
         if req.method == Method::Ack {
             return;
@@ -459,7 +507,7 @@ impl<M: MediaPlane> B2bua<M> {
             metrics::counter!(SIP_CALLS, "outcome" => outcome).increment(1);
             out.push(s.reply(peer, &req, status, Some(&our_tag)));
         };
-        if self.calls.len() >= MAX_CALLS {
+        if self.calls.len() + self.agents.len() >= MAX_CALLS {
             let mut r = req.reply(503, Some(our_tag.as_bytes()));
             r.headers.push("Retry-After", "5");
             out.push(Action::Send(peer, response_bytes(&r)));
@@ -489,6 +537,25 @@ impl<M: MediaPlane> B2bua<M> {
             metrics::counter!(SIP_CALLS, "outcome" => "rejected").increment(1);
             out.push(Action::Send(peer, response_bytes(&r)));
             return;
+        }
+        if let Some(agent) = self
+            .settings
+            .routes
+            .get(route)
+            .and_then(|r| r.agent.clone())
+        {
+            return self.new_agent_call(
+                now,
+                peer,
+                ip,
+                &trunk_name,
+                route,
+                &agent,
+                our_tag,
+                a_tag,
+                req,
+                out,
+            );
         }
         let key = rand_hex(16);
         let suites = self
@@ -531,6 +598,7 @@ impl<M: MediaPlane> B2bua<M> {
                 return;
             }
         };
+        self.start_route_fork(&key, route, &req);
         let Some(r) = self.settings.routes.get(route) else {
             return fail(self, 500, out, "failed");
         };
@@ -1423,9 +1491,11 @@ impl<M: MediaPlane> B2bua<M> {
     /// with 408 (CANCEL sent upstream).
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        let audit = self.next_audit.is_none_or(|t| t <= now);
+        self.agent_tick(now, audit, &mut out);
         // Established calls whose media the engine ended (no media for media.timeout_secs):
         // hang up both legs.
-        if self.next_audit.is_none_or(|t| t <= now) {
+        if audit {
             self.next_audit = Some(now + AUDIT_EVERY);
             if self.calls.values().any(|c| c.state == State::Confirmed) {
                 let live = self.media.live();
@@ -1497,6 +1567,7 @@ impl<M: MediaPlane> B2bua<M> {
     /// Ends every call (shutdown): BYE or CANCEL on both legs, ports released.
     pub fn shutdown(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
+        self.agent_shutdown(&mut out);
         let keys: Vec<(String, State)> = self
             .calls
             .values()

@@ -430,3 +430,27 @@ pub async fn run_timers<M: MediaPlane + Send + 'static>(
     // Give the writers a moment to send the BYEs.
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
+
+/// Delivers agent-mode backend events to the state machine until `stop`: a backend that
+/// accepted the stream gets its caller the 200, a backend that is gone a BYE (or a 503 before
+/// the 200).
+pub async fn run_agent_events<M: MediaPlane + Send + 'static>(
+    shared: Arc<Shared<M>>,
+    mut events: mpsc::UnboundedReceiver<crate::media::calls::AgentEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use crate::media::calls::AgentEvent;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let actions = match ev {
+                    Some(AgentEvent::Connected(k)) => shared.with_core(|c| c.agent_connected(&k)),
+                    Some(AgentEvent::Hangup(k)) => shared.with_core(|c| c.agent_hangup(&k)),
+                    None => break,
+                };
+                shared.dispatch(actions);
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}

@@ -121,6 +121,19 @@ impl Profile {
         }
     }
 
+    /// The DTLS-SRTP protection profile name (RFC 5764 section 4.1.2, RFC 7714 section 14.2),
+    /// as `openssl -use_srtp` and operators spell it; `None` where [`dtls_id`](Self::dtls_id)
+    /// is.
+    pub const fn dtls_name(self) -> Option<&'static str> {
+        match self {
+            Profile::AesCm128HmacSha1_80 => Some("SRTP_AES128_CM_SHA1_80"),
+            Profile::AesCm128HmacSha1_32 => Some("SRTP_AES128_CM_SHA1_32"),
+            Profile::AeadAes128Gcm => Some("SRTP_AEAD_AES_128_GCM"),
+            Profile::AeadAes256Gcm => Some("SRTP_AEAD_AES_256_GCM"),
+            Profile::AesCm256HmacSha1_80 | Profile::AesCm256HmacSha1_32 => None,
+        }
+    }
+
     /// Looks a profile up by its DTLS-SRTP protection profile identifier.
     pub fn from_dtls_id(id: u16) -> Option<Profile> {
         Profile::ALL.into_iter().find(|p| p.dtls_id() == Some(id))
