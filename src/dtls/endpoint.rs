@@ -930,9 +930,19 @@ mod tests {
 
     impl RawPeer {
         fn new(role: Role, key: PKey<openssl::pkey::Private>, srtp_profiles: &str) -> RawPeer {
+            Self::with_versions(role, key, srtp_profiles, SslVersion::DTLS1_2)
+        }
+
+        fn with_versions(
+            role: Role,
+            key: PKey<openssl::pkey::Private>,
+            srtp_profiles: &str,
+            max: SslVersion,
+        ) -> RawPeer {
             let cert = self_signed(&key);
             let mut b = SslContextBuilder::new(SslMethod::dtls()).unwrap();
-            b.set_min_proto_version(Some(SslVersion::DTLS1_2)).unwrap();
+            b.set_min_proto_version(Some(SslVersion::DTLS1)).unwrap();
+            b.set_max_proto_version(Some(max)).unwrap();
             // An old peer: whatever key it has (Debian's default level 2 would refuse RSA-1024).
             b.set_security_level(0);
             if !srtp_profiles.is_empty() {
@@ -1125,6 +1135,31 @@ mod tests {
             let keys = ep.srtp_keys().unwrap();
             assert_eq!(keys.local_key().len(), 16);
             assert_eq!(keys.local_salt().len(), 14);
+        }
+    }
+
+    #[test]
+    fn dtls_1_0_peer_is_refused() {
+        for role in [Role::Client, Role::Server] {
+            let id = DtlsIdentity::generate().unwrap();
+            let cfg = EndpointConfig::default().build().unwrap();
+            let t0 = Instant::now();
+            let peer_role = if role == Role::Client {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let key = PKey::ec_gen("prime256v1").unwrap();
+            let mut peer = RawPeer::with_versions(peer_role, key, SRTP_PROFILES, SslVersion::DTLS1);
+            let mut ep = Endpoint::new(&id, role, trust(&peer.cert_der), &cfg, t0);
+            converse(&mut ep, &mut peer, t0);
+            assert!(
+                matches!(ep.state(), State::Failed(_)),
+                "{role:?}: {:?}",
+                ep.state()
+            );
+            assert!(ep.srtp_keys().is_none());
+            assert!(matches!(peer.outcome, Some(Err(_))), "{:?}", peer.outcome);
         }
     }
 
