@@ -126,6 +126,13 @@ pub struct TlsConfig {
 pub struct SipConfig {
     /// Addresses to listen on for SIP over TLS (empty: no SIP listener).
     pub listen: Vec<SocketAddr>,
+    /// Timer B: how long an INVITE relayed to a route target waits for a final response before
+    /// the caller gets 408 (RFC 3261 17.1.1.2; 64*T1 = 32 s by default). Operators shorten it
+    /// to fail over faster on dead trunks.
+    pub timer_b_secs: u32,
+    /// SIP requests per second accepted from one source address (burst twice that); more get
+    /// 503 with Retry-After. A trunk's busy hour at N calls/s sends about 3N (INVITE, ACK, BYE).
+    pub source_requests_per_sec: u32,
 }
 
 /// A network prefix such as `127.0.0.0/8`, used for source address allow lists.
@@ -287,10 +294,15 @@ pub struct RouteConfig {
     pub user_prefix: String,
     /// Only this Request-URI host (None: any).
     pub host: Option<String>,
-    /// The target, a `sips:` URI or a `sip:` URI with `;transport=tls`, with an IP host.
+    /// The target, a `sips:` URI or a `sip:` URI with `;transport=tls`; the host is an IP
+    /// address or a DNS name (resolved to A/AAAA records when a connection is opened).
     pub target: crate::sip::uri::SipUri,
-    /// The target's socket address (from the URI; port 5061 when absent).
-    pub target_addr: SocketAddr,
+    /// The target's socket address when its host is an IP address (port 5061 when absent);
+    /// None for a DNS name, resolved at connect time.
+    pub target_addr: Option<SocketAddr>,
+    /// The target's host as written (IP address or DNS name, no brackets) and port: what the
+    /// transport resolves and connects to.
+    pub target_host: (String, u16),
     /// The name verified in the target's certificate and sent as SNI (default: the host).
     pub server_name: String,
     /// Roots to verify the target (default: `tls.ca_file`, else system roots).
@@ -306,6 +318,25 @@ pub struct RouteConfig {
     /// How srtp-edge keys the media it offers to the target (the caller's leg is keyed the way
     /// the caller offered, SDES or DTLS-SRTP).
     pub media_keying: MediaKeying,
+    /// Client certificate chain (PEM) presented to the target (mutual TLS), with its key.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate and key srtp-edge presents when it connects to a route target that
+/// identifies its peers by certificate (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl RouteConfig {
+    /// The target's IP address when the URI names one (not a DNS name).
+    pub fn target_ip(&self) -> Option<IpAddr> {
+        self.target_addr.map(|a| a.ip())
+    }
 }
 
 /// The SRTP keying srtp-edge offers on a leg it places (route `media_keying`).
@@ -377,12 +408,16 @@ impl Default for RawTls {
 #[serde(deny_unknown_fields, default)]
 struct RawSip {
     listen: Vec<String>,
+    timer_b_secs: i64,
+    source_requests_per_sec: i64,
 }
 
 impl Default for RawSip {
     fn default() -> Self {
         RawSip {
             listen: vec!["127.0.0.1:5061".into()],
+            timer_b_secs: 32,
+            source_requests_per_sec: 1000,
         }
     }
 }
@@ -409,6 +444,8 @@ struct RawRoute {
     agent: String,
     fork: String,
     media_keying: String,
+    client_cert_file: String,
+    client_key_file: String,
 }
 
 #[derive(Deserialize)]
@@ -596,6 +633,13 @@ impl Config {
             tls: v.tls(tls),
             sip: SipConfig {
                 listen: v.addrs("sip.listen", &sip.listen),
+                timer_b_secs: v.range("sip.timer_b_secs", sip.timer_b_secs, 1, 300) as u32,
+                source_requests_per_sec: v.range(
+                    "sip.source_requests_per_sec",
+                    sip.source_requests_per_sec,
+                    1,
+                    1_000_000,
+                ) as u32,
             },
             control: ControlConfig {
                 listen: v.addrs("control.listen", &control.listen),
@@ -1025,9 +1069,11 @@ impl Validator {
                             params: Vec::new(),
                             headers: Vec::new(),
                         },
-                        target_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                        target_addr: None,
+                        target_host: (String::new(), 0),
                         server_name: "0.0.0.0".into(),
                         ca_file: None,
+                        client_cert: None,
                         agent: Some(agent),
                         fork: None,
                         media_keying: MediaKeying::default(),
@@ -1056,26 +1102,56 @@ impl Validator {
                     "must be sips: or carry ;transport=tls (SIP is only sent over TLS)",
                 );
             }
-            let ip = match &uri.host {
-                Host::V4(a) => IpAddr::V4(*a),
-                Host::V6(a) => IpAddr::V6(*a),
-                Host::Name(_) => {
-                    self.err(
-                        format!("{key}.target"),
-                        "the host must be an IP address (no DNS resolution yet)",
-                    );
-                    continue;
+            let port = uri.port.unwrap_or(5061);
+            let (host, ip) = match &uri.host {
+                Host::V4(a) => (a.to_string(), Some(IpAddr::V4(*a))),
+                Host::V6(a) => (a.to_string(), Some(IpAddr::V6(*a))),
+                Host::Name(n) => {
+                    if rustls_pki_types::ServerName::try_from(n.clone()).is_err() {
+                        self.err(format!("{key}.target"), format!("{n:?} is not a DNS name"));
+                        continue;
+                    }
+                    (n.clone(), None)
                 }
             };
-            let target_addr = SocketAddr::new(ip, uri.port.unwrap_or(5061));
+            let target_addr = ip.map(|ip| SocketAddr::new(ip, port));
             let ca_file = non_empty_path(&r.ca_file);
             if let Some(ca) = &ca_file {
                 if let Err(e) = crate::tls::certs::load_chain(ca) {
                     self.err(format!("{key}.ca_file"), e);
                 }
             }
+            let client_cert = match (
+                non_empty_path(&r.client_cert_file),
+                non_empty_path(&r.client_key_file),
+            ) {
+                (None, None) => None,
+                (Some(_), None) => {
+                    self.err(
+                        format!("{key}.client_key_file"),
+                        "must be set when client_cert_file is set",
+                    );
+                    None
+                }
+                (None, Some(_)) => {
+                    self.err(
+                        format!("{key}.client_cert_file"),
+                        "must be set when client_key_file is set",
+                    );
+                    None
+                }
+                (Some(cert), Some(k)) => {
+                    if let Err(e) = crate::tls::certs::load_chain(&cert) {
+                        self.err(format!("{key}.client_cert_file"), e);
+                    }
+                    if let Err(e) = crate::tls::certs::load_key(&k) {
+                        self.err(format!("{key}.client_key_file"), e);
+                    }
+                    Some(ClientCert { cert, key: k })
+                }
+            };
             let server_name = if r.server_name.is_empty() {
-                ip.to_string()
+                host.clone()
             } else {
                 r.server_name.clone()
             };
@@ -1102,11 +1178,13 @@ impl Validator {
                 host: (!r.host.is_empty()).then_some(r.host),
                 target: uri,
                 target_addr,
+                target_host: (host, port),
                 server_name,
                 ca_file,
                 agent: None,
                 fork: fork_name,
                 media_keying,
+                client_cert,
             });
         }
         out
@@ -1378,18 +1456,60 @@ mod tests {
         assert_eq!(c.routes[1].media_keying, MediaKeying::Dtls);
         assert_eq!(c.trunks[0].name, "carrier");
         assert_eq!(c.trunks[0].sdes_suites, vec![Profile::AesCm128HmacSha1_80]);
-        assert_eq!(c.routes[0].target_addr, "127.0.0.1:5071".parse().unwrap());
+        assert_eq!(
+            c.routes[0].target_addr,
+            Some("127.0.0.1:5071".parse().unwrap())
+        );
         assert_eq!(c.routes[0].server_name, "127.0.0.1");
-        assert_eq!(c.routes[1].target_addr, "[::1]:5061".parse().unwrap());
+        assert_eq!(c.routes[1].target_addr, Some("[::1]:5061".parse().unwrap()));
+        assert_eq!(c.routes[1].target_host, ("::1".to_string(), 5061));
         assert_eq!(c.routes[1].server_name, "pbx.example");
+        assert!(c.routes[1].client_cert.is_none());
         assert!(Config::embedded_default().trunks.is_empty());
+        assert_eq!(c.sip.timer_b_secs, 32);
+        assert_eq!(c.sip.source_requests_per_sec, 1000);
+    }
+
+    #[test]
+    fn dns_route_targets_and_client_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = crate::tls::certs::GeneratedPaths::in_dir(dir.path());
+        crate::tls::certs::ensure_generated(dir.path(), &["localhost".into()]).unwrap();
+        let c = Config::from_toml_str(&format!(
+            "[sip]\ntimer_b_secs = 4\nsource_requests_per_sec = 5000\n[[routes]]\ntarget = \"sips:pbx.example:5071\"\n\
+             client_cert_file = {:?}\nclient_key_file = {:?}\n",
+            p.server_cert.display().to_string(),
+            p.server_key.display().to_string()
+        ))
+        .unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.target_addr, None);
+        assert_eq!(r.target_ip(), None);
+        assert_eq!(r.target_host, ("pbx.example".to_string(), 5071));
+        assert_eq!(r.server_name, "pbx.example");
+        assert_eq!(r.client_cert.as_ref().unwrap().cert, p.server_cert);
+        assert_eq!(c.sip.timer_b_secs, 4);
+        assert_eq!(c.sip.source_requests_per_sec, 5000);
+        let k = keys(
+            "[sip]\ntimer_b_secs = 0\n[[routes]]\ntarget = \"sips:127.0.0.1\"\nclient_cert_file = \"/nonexistent.pem\"\n\
+             [[routes]]\ntarget = \"sips:127.0.0.1\"\nclient_cert_file = \"/nonexistent.pem\"\nclient_key_file = \"/nonexistent.key\"\n",
+        );
+        assert_eq!(
+            k,
+            vec![
+                "sip.timer_b_secs",
+                "routes[0].client_key_file",
+                "routes[1].client_cert_file",
+                "routes[1].client_key_file",
+            ]
+        );
     }
 
     #[test]
     fn bad_trunks_and_routes_are_named() {
         let k = keys(
             "[[trunks]]\nname = \"\"\nfrom = [\"x\"]\n[[routes]]\ntrunk = \"nope\"\ntarget = \"sip:10.0.0.1\"\n\
-             [[routes]]\ntarget = \"wss://a/b\"\n[[routes]]\ntarget = \"sips:pbx.example\"\n\
+             [[routes]]\ntarget = \"wss://a/b\"\n[[routes]]\ntarget = \"sips:-pbx.example\"\n\
              [[routes]]\ntarget = \"sips:10.0.0.2\"\nmedia_keying = \"zrtp\"\n[[routes]]\nbogus = 1\n",
         );
         assert_eq!(

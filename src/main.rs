@@ -95,10 +95,12 @@ fn main() -> ExitCode {
 
 type SipCore = srtp_edge::sip::b2bua::B2bua<Arc<srtp_edge::media::calls::Calls>>;
 
-/// Builds the B2BUA and one TLS client config per route target.
+/// Builds the B2BUA and one TLS client config per route target; `client_certs` gets the stores
+/// of the routes' client certificates (reloaded on SIGHUP).
 fn sip_b2bua(
     cfg: &Config,
     calls: Arc<srtp_edge::media::calls::Calls>,
+    client_certs: &mut Vec<Arc<tls::CertStore>>,
 ) -> Result<(SipCore, Vec<srtp_edge::sip::transport::Target>), String> {
     let mut targets = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
@@ -107,12 +109,26 @@ fn sip_b2bua(
             t.ca_file = r.ca_file.clone();
         }
         let roots = tls::client_roots(&t).map_err(|e| format!("routes[{i}].ca_file: {e}"))?;
-        let client = tls::client_config(cfg.tls.min_version, roots, &[])
+        let store = match &r.client_cert {
+            Some(cc) => {
+                let paths = tls::CertPaths {
+                    cert: cc.cert.clone(),
+                    key: cc.key.clone(),
+                };
+                let s = tls::CertStore::load(paths, tls::crypto_provider(cfg.tls.min_version))
+                    .map_err(|e| format!("routes[{i}].client_cert_file: {e}"))?;
+                client_certs.push(s.clone());
+                Some(s)
+            }
+            None => None,
+        };
+        let client = tls::client_config_with_cert(cfg.tls.min_version, roots, store)
             .map_err(|e| format!("routes[{i}]: {e}"))?;
         let name = rustls_pki_types::ServerName::try_from(r.server_name.clone())
             .map_err(|e| format!("routes[{i}].server_name: {e}"))?;
         targets.push(srtp_edge::sip::transport::Target {
-            addr: r.target_addr,
+            host: r.target_host.0.clone(),
+            port: r.target_host.1,
             name,
             tls: client,
         });
@@ -128,7 +144,7 @@ fn sip_b2bua(
         trunks: cfg.trunks.clone(),
         routes: cfg.routes.clone(),
         suites: cfg.media.suites.clone(),
-        timer_b: srtp_edge::sip::b2bua::TIMER_B,
+        timer_b: std::time::Duration::from_secs(u64::from(cfg.sip.timer_b_secs)),
     };
     Ok((srtp_edge::sip::b2bua::B2bua::new(settings, calls), targets))
 }
@@ -271,8 +287,9 @@ async fn run(cfg: Config) -> Result<(), String> {
     }
 
     // SIP over TLS: the B2BUA.
+    let mut client_certs = Vec::new();
     if !cfg.sip.listen.is_empty() {
-        let (core, targets) = sip_b2bua(&cfg, calls.clone())?;
+        let (core, targets) = sip_b2bua(&cfg, calls.clone(), &mut client_certs)?;
         let mut cert_trunks = Vec::new();
         let mut client_roots = rustls::RootCertStore::empty();
         for (i, t) in cfg.trunks.iter().enumerate() {
@@ -301,7 +318,16 @@ async fn run(cfg: Config) -> Result<(), String> {
             tls::server_config_mtls(cfg.tls.min_version, store.clone(), client_roots, true)
         }
         .map_err(|e| e.to_string())?;
-        let shared = srtp_edge::sip::transport::Shared::new(core, targets, cert_trunks);
+        let shared = srtp_edge::sip::transport::Shared::with_rate(
+            core,
+            targets,
+            cert_trunks,
+            cfg.sip.source_requests_per_sec,
+            cfg.trunks
+                .iter()
+                .flat_map(|t| t.from.iter().copied())
+                .collect(),
+        );
         for (i, addr) in cfg.sip.listen.iter().enumerate() {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
@@ -339,13 +365,18 @@ async fn run(cfg: Config) -> Result<(), String> {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 notify::notify("RELOADING=1");
-                match store.reload() {
-                    Ok(()) => {
-                        ::metrics::counter!(metrics::CERT_RELOADS, "result" => "ok").increment(1);
-                        tracing::info!("certificates reloaded");
-                    }
-                    Err(e) => {
-                        ::metrics::counter!(metrics::CERT_RELOADS, "result" => "failed").increment(1);
+                // The server certificate and every route's client certificate; each store that
+                // fails keeps its previous certificate, the others take their new one.
+                let failed: Vec<_> = std::iter::once(&store)
+                    .chain(client_certs.iter())
+                    .filter_map(|s| s.reload().err())
+                    .collect();
+                if failed.is_empty() {
+                    ::metrics::counter!(metrics::CERT_RELOADS, "result" => "ok").increment(1);
+                    tracing::info!("certificates reloaded");
+                } else {
+                    ::metrics::counter!(metrics::CERT_RELOADS, "result" => "failed").increment(1);
+                    for e in failed {
                         tracing::error!(error = %e, "certificate reload failed; keeping the previous certificate");
                     }
                 }

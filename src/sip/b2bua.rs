@@ -274,6 +274,9 @@ pub struct B2bua<M: MediaPlane> {
     /// Agent-mode calls by key, and their keys by the caller's Call-ID.
     agents: HashMap<String, agent::AgentCall>,
     agent_by_a: HashMap<Vec<u8>, String>,
+    /// Addresses a route target's DNS name last resolved to (for in-dialog requests it sends
+    /// from a connection of its own).
+    route_ips: HashMap<usize, Vec<IpAddr>>,
 }
 
 fn rand_hex(bytes: usize) -> String {
@@ -354,7 +357,13 @@ impl<M: MediaPlane> B2bua<M> {
             conn_trunks: HashMap::new(),
             agents: HashMap::new(),
             agent_by_a: HashMap::new(),
+            route_ips: HashMap::new(),
         }
+    }
+
+    /// The transport resolved route `route`'s target to `ips` (replacing what it held).
+    pub fn route_resolved(&mut self, route: usize, ips: Vec<IpAddr>) {
+        self.route_ips.insert(route, ips);
     }
 
     /// Connection `conn` presented a client certificate valid for `trunk`: its requests come
@@ -434,11 +443,19 @@ impl<M: MediaPlane> B2bua<M> {
             .filter(|k| self.calls.contains_key(*k))
             .map(str::to_string)
         {
+            // From the route target: over our connection to it, or from its address (an IP
+            // target's, or what its name last resolved to).
             let allowed = self.calls.get(&key).is_some_and(|c| {
-                self.settings
-                    .routes
-                    .get(c.route)
-                    .is_some_and(|r| r.target_addr.ip() == ip)
+                peer == Peer::Route(c.route)
+                    || self
+                        .settings
+                        .routes
+                        .get(c.route)
+                        .is_some_and(|r| r.target_ip() == Some(ip))
+                    || self
+                        .route_ips
+                        .get(&c.route)
+                        .is_some_and(|ips| ips.contains(&ip))
             });
             if allowed {
                 self.in_dialog(now, Side::B, key, peer, req, out);

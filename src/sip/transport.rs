@@ -1,9 +1,14 @@
 //! SIP over TLS, the IO shell around [`super::b2bua::B2bua`]: the TLS listener (one task per
 //! connection: handshake, [`Framer`], parse, rate limits, idle timeout), one client connection
-//! per route target (certificate verified against the configured roots, SNI, reused by every
+//! per route target (host name resolved to A/AAAA when the connection is opened, certificate
+//! verified against the configured roots, SNI, optional client certificate; reused by every
 //! call), a tick for Timer B, and delivery of the state machine's [`Action`]s. No protocol
 //! decisions are made here beyond answering what cannot reach the state machine (unparseable
 //! requests, rate limits).
+//!
+//! Shutdown: on stop the listener closes, the state machine ends every call (BYE to both legs of
+//! established calls, 503/CANCEL for the others), and only once those are written (bounded wait)
+//! are the connections closed with a TLS close_notify.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +29,11 @@ use crate::redact::Redacted;
 
 /// Connections closed for hostile or excess input, by reason.
 pub const SIP_CONN_REFUSED: &str = "srtp_edge_sip_connections_refused_total";
+/// SIP messages dropped because the connection's send queue was full, by peer kind.
+pub const SIP_QUEUE_DROPS: &str = "srtp_edge_sip_send_queue_drops_total";
+/// Connections to route targets that could not be opened, by reason (`dns`, `connect`, `tls`,
+/// `timeout`); the calls waiting on them got 503.
+pub const SIP_ROUTE_FAILURES: &str = "srtp_edge_sip_route_failures_total";
 
 /// TLS handshake limit.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,19 +43,28 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections per source address.
 const MAX_CONNS_PER_SOURCE: usize = 256;
-/// Requests per second per source address (token bucket rate, burst twice that).
+/// Requests per second per source address by default (token bucket rate, burst twice that).
 const REQUESTS_PER_SEC: f64 = 1000.0;
-/// Messages queued per connection before further ones are dropped.
+/// Messages queued per inbound connection from a source that is no trunk (it only ever gets
+/// short error responses) before further ones are dropped.
 const QUEUE: usize = 1024;
+/// Messages queued towards a trunk or a route target: one connection carries every call of the
+/// trunk or route, so a short stall of the peer at hundreds of calls/s must not drop messages
+/// (TLS is reliable: nothing would retransmit them).
+const ROUTE_QUEUE: usize = 16 * 1024;
+/// At shutdown, how long the BYEs/CANCELs may take to be written before connections close.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// One route target as the client side needs it.
 #[derive(Clone)]
 pub struct Target {
-    /// Address to connect to.
-    pub addr: SocketAddr,
+    /// Host to connect to: an IP address, or a DNS name resolved (A/AAAA) on every connect.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
     /// Verified name and SNI.
     pub name: ServerName<'static>,
-    /// Client config (roots of this target).
+    /// Client config (roots of this target, client certificate if configured).
     pub tls: Arc<ClientConfig>,
 }
 
@@ -66,6 +85,12 @@ pub struct Shared<M: MediaPlane> {
     limits: Limits,
     /// Trunks recognised by client certificate: (trunk index, names the certificate may hold).
     cert_trunks: Vec<(usize, Vec<ServerName<'static>>)>,
+    /// Closes every connection (inbound and to targets) once the shutdown BYEs are written.
+    conn_stop: watch::Sender<bool>,
+    /// Requests per second per source address (`sip.source_requests_per_sec`).
+    rate: f64,
+    /// Source prefixes of the trunks (their connections get the deep send queue).
+    trunk_sources: Vec<crate::config::IpNet>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,7 +114,34 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             next_conn: std::sync::atomic::AtomicU64::new(1),
             limits: Limits::default(),
             cert_trunks,
+            conn_stop: watch::channel(false).0,
+            rate: REQUESTS_PER_SEC,
+            trunk_sources: Vec::new(),
         })
+    }
+
+    /// Like [`Shared::new`] with the per-source request rate (requests/s, burst twice that) and
+    /// the trunks' source prefixes (whose connections get a deep send queue).
+    pub fn with_rate(
+        core: B2bua<M>,
+        targets: Vec<Target>,
+        cert_trunks: Vec<(usize, Vec<ServerName<'static>>)>,
+        rate: u32,
+        trunk_sources: Vec<crate::config::IpNet>,
+    ) -> Arc<Self> {
+        let mut s = Self::new(core, targets, cert_trunks);
+        if let Some(me) = Arc::get_mut(&mut s) {
+            me.rate = f64::from(rate.max(1));
+            me.trunk_sources = trunk_sources;
+        }
+        s
+    }
+
+    /// True when every connection has written everything queued for it.
+    fn queues_empty(&self) -> bool {
+        let empty =
+            |tx: &mpsc::Sender<Vec<u8>>| tx.is_closed() || tx.capacity() == tx.max_capacity();
+        lock(&self.conns).values().all(empty) && lock(&self.routes).values().all(empty)
     }
 
     /// Runs the state machine (which may wait briefly on the media plane) off the async
@@ -105,7 +157,9 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
                     let tx = lock(&self.conns).get(&id).cloned();
                     match tx {
                         Some(tx) => {
-                            let _ = tx.try_send(bytes);
+                            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(bytes) {
+                                metrics::counter!(SIP_QUEUE_DROPS, "peer" => "trunk").increment(1);
+                            }
                         }
                         None => tracing::debug!(
                             conn = id,
@@ -119,7 +173,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
                         match routes.get(&r) {
                             Some(tx) if !tx.is_closed() => Some(tx.clone()),
                             _ => {
-                                let (tx, rx) = mpsc::channel(QUEUE);
+                                let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
                                 if self.targets.get(r).is_some() {
                                     routes.insert(r, tx.clone());
                                     let me = self.clone();
@@ -132,7 +186,13 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
                         }
                     };
                     if let Some(tx) = tx {
-                        let _ = tx.try_send(bytes);
+                        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(bytes) {
+                            metrics::counter!(SIP_QUEUE_DROPS, "peer" => "route").increment(1);
+                            tracing::warn!(
+                                route = r,
+                                "send queue to the route target full: SIP message dropped"
+                            );
+                        }
                     }
                 }
             }
@@ -144,7 +204,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         let mut s = lock(&self.sources);
         let Some(b) = s.get_mut(&ip) else { return true };
         let dt = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + dt * REQUESTS_PER_SEC).min(2.0 * REQUESTS_PER_SEC);
+        b.tokens = (b.tokens + dt * self.rate).min(2.0 * self.rate);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -157,7 +217,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
     fn open_source(&self, ip: IpAddr) -> bool {
         let mut s = lock(&self.sources);
         let b = s.entry(ip).or_insert(Bucket {
-            tokens: 2.0 * REQUESTS_PER_SEC,
+            tokens: 2.0 * self.rate,
             at: Instant::now(),
             conns: 0,
         });
@@ -274,41 +334,105 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
                     }
                     None => break,
                 },
-                _ = stop.changed() => break,
+                _ = stop.changed() => {
+                    // Whatever was queued before the stop (shutdown BYEs) still goes out.
+                    while let Ok(m) = rx.try_recv() {
+                        if wr.write_all(&m).await.is_err() {
+                            break;
+                        }
+                    }
+                    break;
+                }
             }
         }
         let _ = wr.shutdown().await;
+    }
+
+    /// Resolves the target (A/AAAA; an IP host resolves to itself) and opens a TLS connection
+    /// to the first address that accepts, within [`CONNECT_TIMEOUT`].
+    async fn connect_target(
+        self: &Arc<Self>,
+        route: usize,
+        t: &Target,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, SocketAddr), &'static str> {
+        let host = t.host.as_str();
+        let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::lookup_host((host, t.port)),
+        )
+        .await
+        {
+            Ok(Ok(a)) => a.take(16).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(route, host, port = t.port, error = %e, "route target: cannot resolve the host name; calls get 503");
+                return Err("dns");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    route,
+                    host,
+                    "route target: name resolution timed out; calls get 503"
+                );
+                return Err("dns");
+            }
+        };
+        if addrs.is_empty() {
+            tracing::warn!(
+                route,
+                host,
+                "route target: the host name has no A/AAAA record; calls get 503"
+            );
+            return Err("dns");
+        }
+        let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+        self.with_core(|c| c.route_resolved(route, ips));
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut reason = "connect";
+        for addr in addrs {
+            let attempt = async {
+                let tcp = TcpStream::connect(addr).await.map_err(|e| ("connect", e))?;
+                let _ = tcp.set_nodelay(true);
+                TlsConnector::from(t.tls.clone())
+                    .connect(t.name.clone(), tcp)
+                    .await
+                    .map_err(|e| ("tls", e))
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(s)) => return Ok((s, addr)),
+                Ok(Err((r, e))) => {
+                    tracing::warn!(route, host, %addr, error = %e, "cannot reach the route target");
+                    reason = r;
+                }
+                Err(_) => {
+                    tracing::warn!(route, host, %addr, "route target: connect timed out");
+                    return Err("timeout");
+                }
+            }
+        }
+        Err(reason)
     }
 
     async fn route_conn(self: Arc<Self>, route: usize, rx: mpsc::Receiver<Vec<u8>>) {
         let Some(t) = self.targets.get(route).cloned() else {
             return;
         };
-        let connect = async {
-            let tcp = TcpStream::connect(t.addr).await?;
-            let _ = tcp.set_nodelay(true);
-            TlsConnector::from(t.tls.clone())
-                .connect(t.name.clone(), tcp)
-                .await
-        };
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::warn!(route, addr = %t.addr, error = %e, "cannot reach the route target");
-                return self.route_down(route);
-            }
-            Err(_) => {
-                tracing::warn!(route, addr = %t.addr, "route target: connect timed out");
+        let (stream, addr) = match self.connect_target(route, &t).await {
+            Ok(s) => s,
+            Err(reason) => {
+                metrics::counter!(SIP_ROUTE_FAILURES, "reason" => reason).increment(1);
+                if reason == "tls" {
+                    metrics::counter!(crate::metrics::TLS_HANDSHAKES, "listener" => "sip_client", "version" => "none", "result" => "failed").increment(1);
+                }
                 return self.route_down(route);
             }
         };
         let version = crate::tls::version_label(stream.get_ref().1.protocol_version());
         metrics::counter!(crate::metrics::TLS_HANDSHAKES, "listener" => "sip_client", "version" => version, "result" => "ok").increment(1);
-        tracing::debug!(route, addr = %t.addr, version, "connected to the route target");
+        tracing::debug!(route, %addr, version, "connected to the route target");
         let tx = lock(&self.routes).get(&route).cloned();
         let Some(tx) = tx else { return };
-        let (_never, stop) = watch::channel(false);
-        self.pump(stream, Peer::Route(route), t.addr.ip(), tx, rx, stop)
+        let stop = self.conn_stop.subscribe();
+        self.pump(stream, Peer::Route(route), addr.ip(), tx, rx, stop)
             .await;
         self.route_down(route);
     }
@@ -329,13 +453,8 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         })
     }
 
-    async fn inbound(
-        self: Arc<Self>,
-        acceptor: TlsAcceptor,
-        tcp: TcpStream,
-        addr: SocketAddr,
-        stop: watch::Receiver<bool>,
-    ) {
+    async fn inbound(self: Arc<Self>, acceptor: TlsAcceptor, tcp: TcpStream, addr: SocketAddr) {
+        let stop = self.conn_stop.subscribe();
         let ip = addr.ip();
         if !self.open_source(ip) {
             metrics::counter!(SIP_CONN_REFUSED, "reason" => "connections").increment(1);
@@ -372,7 +491,8 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             tracing::debug!(trunk = t, "client certificate identifies a trunk");
             self.with_core(|c| c.conn_identified(id, t));
         }
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let is_trunk = trunk.is_some() || self.trunk_sources.iter().any(|n| n.contains(ip));
+        let (tx, rx) = mpsc::channel(if is_trunk { ROUTE_QUEUE } else { QUEUE });
         lock(&self.conns).insert(id, tx.clone());
         self.pump(tls, Peer::Conn(id), ip, tx, rx, stop).await;
         lock(&self.conns).remove(&id);
@@ -397,8 +517,7 @@ pub async fn serve<M: MediaPlane + Send + 'static>(
                 Ok((tcp, addr)) => {
                     let s = shared.clone();
                     let a = acceptor.clone();
-                    let st = stop.clone();
-                    tokio::spawn(async move { s.inbound(a, tcp, addr, st).await });
+                    tokio::spawn(async move { s.inbound(a, tcp, addr).await });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "SIP accept failed");
@@ -410,7 +529,9 @@ pub async fn serve<M: MediaPlane + Send + 'static>(
     }
 }
 
-/// Drives the state machine's timers until `stop`, then ends every call.
+/// Drives the state machine's timers until `stop`, then ends every call (BYE to both legs of
+/// each established call), waits (at most [`DRAIN`]) for those to be written and the peers to
+/// answer, and closes every connection.
 pub async fn run_timers<M: MediaPlane + Send + 'static>(
     shared: Arc<Shared<M>>,
     mut stop: watch::Receiver<bool>,
@@ -426,9 +547,26 @@ pub async fn run_timers<M: MediaPlane + Send + 'static>(
         }
     }
     let actions = shared.with_core(|c| c.shutdown());
+    let ended = actions.len();
     shared.dispatch(actions);
-    // Give the writers a moment to send the BYEs.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    if ended > 0 {
+        tracing::info!(
+            messages = ended,
+            "shutdown: BYE/CANCEL sent on every call leg"
+        );
+        let deadline = Instant::now() + DRAIN;
+        while !shared.queues_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The peers' 200s to those BYEs are read (and consumed) until the connections close.
+        tokio::time::sleep(
+            Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+    shared.conn_stop.send_replace(true);
+    // Let the connection tasks write their close_notify.
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Delivers agent-mode backend events to the state machine until `stop`: a backend that

@@ -273,6 +273,44 @@ pub fn client_config(
     Ok(Arc::new(cfg))
 }
 
+/// A client config for SIP route targets: verifies the server against `roots` and, when
+/// `client_cert` is given, presents the certificate it holds (mutual TLS, for targets that
+/// identify their peers by certificate). The store is read at each handshake, so a SIGHUP
+/// reload of it applies to the next connection. Same version and suite policy as every other
+/// config.
+pub fn client_config_with_cert(
+    min: TlsMinVersion,
+    roots: RootCertStore,
+    client_cert: Option<Arc<CertStore>>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let Some(store) = client_cert else {
+        return client_config(min, roots, &[]);
+    };
+    let provider = crypto_provider(min);
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(min))?
+        .with_webpki_verifier(verifier)
+        .with_client_cert_resolver(store);
+    Ok(Arc::new(cfg))
+}
+
+impl rustls::client::ResolvesClientCert for CertStore {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// The label used in metrics for a negotiated protocol version.
 pub fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
     match v {
@@ -338,6 +376,44 @@ mod tests {
                 NamedGroup::secp256r1
             ]
         );
+    }
+
+    #[test]
+    fn client_config_presents_the_configured_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::tls::certs::ensure_generated(dir.path(), &["localhost".into()]).unwrap();
+        let g = certs::GeneratedPaths::in_dir(dir.path());
+        let store = |cert: &std::path::Path, key: &std::path::Path| {
+            CertStore::load(
+                CertPaths {
+                    cert: cert.to_path_buf(),
+                    key: key.to_path_buf(),
+                },
+                crypto_provider(TlsMinVersion::Tls13),
+            )
+        };
+        let roots = || {
+            let mut r = RootCertStore::empty();
+            for c in certs::load_chain(&g.ca_cert).unwrap() {
+                r.add(c).unwrap();
+            }
+            r
+        };
+        let cc = store(&g.server_cert, &g.server_key).unwrap();
+        let c = client_config_with_cert(TlsMinVersion::Tls13, roots(), Some(cc)).unwrap();
+        assert!(c.client_auth_cert_resolver.has_certs());
+        let plain = client_config_with_cert(TlsMinVersion::Tls13, roots(), None).unwrap();
+        assert!(!plain.client_auth_cert_resolver.has_certs());
+        // A key that does not belong to the certificate is refused with both file names.
+        let other = tempfile::tempdir().unwrap();
+        crate::tls::certs::ensure_generated(other.path(), &["localhost".into()]).unwrap();
+        let e = store(
+            &g.server_cert,
+            &certs::GeneratedPaths::in_dir(other.path()).server_key,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("server.pem"), "{e}");
     }
 
     #[test]

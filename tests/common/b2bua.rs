@@ -41,7 +41,7 @@ pub fn start_edge_cfg(certs: &Path, trunks_and_routes: &str) -> Edge {
 
 /// Like [`start_edge_cfg`] with `ports` media ports (4 per call: two legs, RTP and RTCP).
 pub fn start_edge_ports(certs: &Path, trunks_and_routes: &str, ports: u16) -> Edge {
-    start_edge_full(certs, "", trunks_and_routes, ports)
+    start_edge_full(certs, "", "", trunks_and_routes, ports)
 }
 
 /// The edge with `tls.min_version = "1.2"` and one loopback trunk.
@@ -49,17 +49,29 @@ pub fn start_edge_tls12(certs: &Path) -> Edge {
     start_edge_full(
         certs,
         "min_version = \"1.2\"\n",
+        "",
         "[[trunks]]\nname = \"lo\"\nfrom = [\"127.0.0.0/8\"]\n",
         100,
     )
 }
 
-fn start_edge_full(certs: &Path, tls_extra: &str, trunks_and_routes: &str, ports: u16) -> Edge {
+/// Like [`start_edge_cfg`] with extra `[sip]` keys (`sip_extra`, one per line).
+pub fn start_edge_sip(certs: &Path, sip_extra: &str, trunks_and_routes: &str) -> Edge {
+    start_edge_full(certs, "", sip_extra, trunks_and_routes, 100)
+}
+
+fn start_edge_full(
+    certs: &Path,
+    tls_extra: &str,
+    sip_extra: &str,
+    trunks_and_routes: &str,
+    ports: u16,
+) -> Edge {
     let sip: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let (pmin, pmax) = port_range(ports);
     let p = |f: &str| certs.join(f).display().to_string();
     let extra = format!(
-        "[tls]\n{tls_extra}cert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n[sip]\nlisten = [\"{sip}\"]\n\
+        "[tls]\n{tls_extra}cert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n[sip]\n{sip_extra}\nlisten = [\"{sip}\"]\n\
          [media]\nport_min = {pmin}\nport_max = {pmax}\n{trunks_and_routes}\n",
         p("cert.pem"),
         p("key.pem"),

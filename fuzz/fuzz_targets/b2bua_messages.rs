@@ -1,0 +1,318 @@
+//! Fuzzes the B2BUA state machine with both peers talking at once: the input is a program of
+//! operations (a new INVITE from the trunk, a response or in-dialog request built from the last
+//! message the B2BUA sent to either side with fuzzed method/status/SDP/header bytes, raw bytes
+//! as a message from either side, ticks that advance the clock past Timer B and the media audit,
+//! route failures, connection close, shutdown). The media plane is a fake that answers, refuses
+//! plain RTP and drops calls at random. Nothing may panic, and after shutdown no call is left.
+#![no_main]
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use srtp_edge::config::Config;
+use srtp_edge::media::calls::{CallError, Negotiation};
+use srtp_edge::sdp::policy::PolicyError;
+use srtp_edge::sip::b2bua::{Action, B2bua, MediaPlane, Peer, Settings};
+use srtp_edge::sip::Message;
+
+#[derive(Default)]
+struct FakeMedia {
+    live: RefCell<HashSet<String>>,
+    fail_next: RefCell<bool>,
+}
+
+impl MediaPlane for FakeMedia {
+    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        if n.sdp.windows(8).any(|w| w == b"RTP/AVP ") {
+            return Err(CallError::Policy(PolicyError::PlaintextMedia { index: 0 }));
+        }
+        if self.fail_next.replace(false) {
+            return Err(CallError::EngineGone);
+        }
+        self.live.borrow_mut().insert(n.call_id.to_string());
+        Ok("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n".into())
+    }
+    fn answer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        if n.sdp.windows(8).any(|w| w == b"RTP/AVP ") {
+            return Err(CallError::Policy(PolicyError::PlaintextMedia { index: 0 }));
+        }
+        if !self.live.borrow().contains(n.call_id) {
+            return Err(CallError::UnknownCall);
+        }
+        Ok("v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4002 RTP/SAVP 0\r\n".into())
+    }
+    fn delete(&self, call_id: &str) {
+        self.live.borrow_mut().remove(call_id);
+    }
+    fn live(&self) -> HashSet<String> {
+        self.live.borrow().clone()
+    }
+}
+
+const SRTP_SDP: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+const PLAIN_SDP: &str =
+    "v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+const METHODS: [&str; 10] = [
+    "BYE", "INVITE", "UPDATE", "INFO", "ACK", "CANCEL", "OPTIONS", "PRACK", "REFER", "MESSAGE",
+];
+const STATUSES: [u16; 12] = [100, 180, 183, 200, 202, 302, 404, 408, 481, 486, 488, 503];
+
+/// Reads the fuzz input as a stream of small numbers and byte strings.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+    fn bytes(&mut self) -> &[u8] {
+        let n = usize::from(self.byte().unwrap_or(0)).min(self.0.len());
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        b
+    }
+}
+
+/// The last message the B2BUA sent to each side.
+#[derive(Default)]
+struct Seen {
+    to_a: Option<Message>,
+    to_b: Option<Message>,
+}
+
+fn header<'a>(m: &'a Message, name: &str) -> &'a [u8] {
+    let h = match m {
+        Message::Request(r) => &r.headers,
+        Message::Response(r) => &r.headers,
+    };
+    h.get(name).unwrap_or_default()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A request inside the dialog `m` belongs to, sent by the side that received `m`.
+/// `m` was sent by the B2BUA: as a request its From is the B2BUA's; as a response its To is.
+fn dialog_request(
+    m: &Message,
+    method: &str,
+    cseq: u32,
+    sdp: Option<&str>,
+    extra: &[u8],
+) -> Vec<u8> {
+    let call_id = text(header(m, "Call-ID"));
+    let (from, to) = match m {
+        // The B2BUA's request: we answer in its dialog, From = its To (+ our tag).
+        Message::Request(_) => {
+            let mut f = text(header(m, "To"));
+            if !f.contains("tag=") {
+                f.push_str(";tag=btag");
+            }
+            (f, text(header(m, "From")))
+        }
+        // The B2BUA's response to our request: From/To as we sent them.
+        Message::Response(_) => (text(header(m, "From")), text(header(m, "To"))),
+    };
+    let body = sdp.unwrap_or("");
+    let mut out = format!(
+        "{method} sip:edge@203.0.113.1:5061;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.5:5061;branch=z9hG4bK{cseq}{method}\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+         Contact: <sip:peer@192.0.2.5:5061;transport=tls>\r\n"
+    )
+    .into_bytes();
+    if !extra.is_empty() {
+        out.extend_from_slice(b"X-Fuzz: ");
+        out.extend(extra.iter().filter(|b| !matches!(b, b'\r' | b'\n')));
+        out.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() {
+        out.extend_from_slice(b"Content-Type: application/sdp\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    out
+}
+
+fn invite(n: u8, sdp: &str, extra: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "INVITE sip:+1555{n}@edge.example SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.5:5061;branch=z9hG4bKinv{n}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:+1555000@carrier.example>;tag=a{n}\r\nTo: <sip:+1555{n}@edge.example>\r\n\
+         Call-ID: call-{n}@192.0.2.5\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.5:5061;transport=tls>\r\n"
+    )
+    .into_bytes();
+    if !extra.is_empty() {
+        out.extend_from_slice(b"Subject: ");
+        out.extend(extra.iter().filter(|b| !matches!(b, b'\r' | b'\n')));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(
+        format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+fn feed(
+    b: &mut B2bua<FakeMedia>,
+    seen: &mut Seen,
+    now: Instant,
+    peer: Peer,
+    ip: IpAddr,
+    bytes: &[u8],
+) {
+    if let Ok(m) = Message::parse(bytes) {
+        let out = b.handle(now, peer, ip, m);
+        record(seen, out);
+    }
+}
+
+fn record(seen: &mut Seen, out: Vec<Action>) {
+    for Action::Send(p, bytes) in out {
+        // Everything the B2BUA sends must be a message that parses.
+        let m = Message::parse(&bytes).expect("B2BUA output parses");
+        match p {
+            Peer::Conn(_) => seen.to_a = Some(m),
+            Peer::Route(_) => seen.to_b = Some(m),
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(c) = Config::from_toml_str(
+        "[[trunks]]\nname = \"t\"\nfrom = [\"192.0.2.0/24\"]\n\
+         [[routes]]\nuser_prefix = \"+1555\"\ntarget = \"sips:198.51.100.7:5071\"\n\
+         [[routes]]\ntarget = \"sips:pbx.example:5071\"\n",
+    ) else {
+        return;
+    };
+    let mut b = B2bua::new(
+        Settings {
+            local: "203.0.113.1:5061".into(),
+            trunks: c.trunks,
+            routes: c.routes,
+            suites: c.media.suites,
+            timer_b: Duration::from_secs(32),
+        },
+        FakeMedia::default(),
+    );
+    let a_ip: IpAddr = "192.0.2.5".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let b_ip: IpAddr = "198.51.100.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    b.route_resolved(1, vec![b_ip]);
+    let mut now = Instant::now();
+    let mut seen = Seen::default();
+    let mut input = Input(data);
+    let mut cseq = 1u32;
+    let mut steps = 0;
+    while let Some(op) = input.byte() {
+        steps += 1;
+        if steps > 64 {
+            break;
+        }
+        let arg = input.byte().unwrap_or(0);
+        let conn = Peer::Conn(u64::from(arg % 3));
+        let route = Peer::Route(usize::from(arg % 2));
+        match op % 10 {
+            0 => {
+                let sdp = if arg & 0x80 != 0 { PLAIN_SDP } else { SRTP_SDP };
+                let extra = input.bytes().to_vec();
+                feed(
+                    &mut b,
+                    &mut seen,
+                    now,
+                    conn,
+                    a_ip,
+                    &invite(arg % 4, sdp, &extra),
+                );
+            }
+            1 | 2 => {
+                // A response from B (op 1) or A (op 2) to the last request sent to it.
+                let (last, peer, ip) = if op % 10 == 1 {
+                    (seen.to_b.as_ref(), route, b_ip)
+                } else {
+                    (seen.to_a.as_ref(), conn, a_ip)
+                };
+                if let Some(Message::Request(r)) = last {
+                    let status = STATUSES[usize::from(arg) % STATUSES.len()];
+                    let mut resp = r.reply(status, Some(b"btag"));
+                    resp.headers
+                        .push("Contact", "<sip:bob@198.51.100.7:5071;transport=tls>");
+                    if arg & 0x40 != 0 {
+                        let sdp = if arg & 0x80 != 0 { PLAIN_SDP } else { SRTP_SDP };
+                        resp.headers.push("Content-Type", "application/sdp");
+                        resp.body = sdp.as_bytes().to_vec();
+                    }
+                    let bytes = resp.to_bytes();
+                    feed(&mut b, &mut seen, now, peer, ip, &bytes);
+                }
+            }
+            3 | 4 => {
+                // An in-dialog request from B (op 3) or A (op 4).
+                let (last, peer, ip) = if op % 10 == 3 {
+                    (seen.to_b.as_ref(), route, b_ip)
+                } else {
+                    (seen.to_a.as_ref(), conn, a_ip)
+                };
+                if let Some(m) = last {
+                    let method = METHODS[usize::from(arg) % METHODS.len()];
+                    let sdp = match arg >> 6 {
+                        1 => Some(SRTP_SDP),
+                        2 => Some(PLAIN_SDP),
+                        _ => None,
+                    };
+                    cseq = cseq.wrapping_add(1);
+                    let extra = input.bytes().to_vec();
+                    let bytes = dialog_request(m, method, cseq, sdp, &extra);
+                    feed(&mut b, &mut seen, now, peer, ip, &bytes);
+                }
+            }
+            5 => {
+                // Raw bytes as a message from either side.
+                let raw = input.bytes().to_vec();
+                let (peer, ip) = if arg & 1 == 0 {
+                    (conn, a_ip)
+                } else {
+                    (route, b_ip)
+                };
+                feed(&mut b, &mut seen, now, peer, ip, &raw);
+            }
+            6 => {
+                now += Duration::from_millis(u64::from(arg) * 250);
+                let out = b.tick(now);
+                record(&mut seen, out);
+            }
+            7 => {
+                let out = b.route_failed(usize::from(arg % 2));
+                record(&mut seen, out);
+            }
+            8 => match arg % 3 {
+                0 => b.conn_closed(u64::from(arg % 3)),
+                1 => b.conn_identified(u64::from(arg % 3), 0),
+                _ => {
+                    b.media().fail_next.replace(true);
+                }
+            },
+            _ => {
+                // The media plane ends a call on its own (media timeout).
+                let first = b.media().live.borrow().iter().next().cloned();
+                if let Some(k) = first {
+                    b.media().delete(&k);
+                }
+            }
+        }
+    }
+    let out = b.shutdown();
+    record(&mut seen, out);
+    assert!(b.is_empty(), "calls left after shutdown");
+    assert!(
+        b.media().live.borrow().is_empty(),
+        "media left after shutdown"
+    );
+});
