@@ -536,3 +536,86 @@ fn agent_route_to_a_pipecat_bot_twilio_serializer_both_ways() {
     );
     assert!(released, "media ports held: {}\n{all}", edge.media_calls());
 }
+
+#[test]
+fn agent_route_l16_16k_tone_both_ways() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = setup();
+    let d = dir.path();
+    // backend.py in L16 mode at 16 kHz: it plays 1 kHz and says `disconnect` after 9 s.
+    let backend = Backend::script(
+        d,
+        "fork/backend.py",
+        0,
+        &[
+            "--mode",
+            "l16",
+            "--rate",
+            "16000",
+            "--tone",
+            "1000",
+            "--hangup-after",
+            "9",
+        ],
+    );
+    let cfg = format!(
+        "[[fork.backends]]\nname = \"ai\"\nurl = \"wss://127.0.0.1:{}/l16\"\n\
+         protocol = \"l16\"\nsample_rate = 16000\nca_file = {:?}\nconnect_timeout_secs = 3\n\
+         {TRUNK}[[routes]]\nagent = \"ai\"\n",
+        backend.port,
+        d.join("ca.pem")
+    );
+    let edge = start_edge_cfg(d, &cfg);
+    let mut caller = caller(d, &edge, "l16bot", 60);
+    let established = wait_until(&mut caller, Duration::from_secs(30), |p| {
+        p.log_text().contains("Call established")
+    });
+    assert!(established, "not established\n{}", logs(&edge, &[&caller]));
+    let bye = wait_until(&mut caller, Duration::from_secs(30), |p| {
+        p.log_text().contains("terminated")
+    });
+    let summary = backend.summary(Duration::from_secs(10));
+    let released = edge.wait_no_media(Duration::from_secs(10));
+    caller.stop_with(libc::SIGTERM, Duration::from_secs(5));
+    let all = logs(&edge, &[&caller]);
+    assert!(
+        bye,
+        "baresip got no BYE after the backend's disconnect\n{all}"
+    );
+    let s = summary.unwrap_or_else(|| panic!("no backend summary\n{all}"));
+    eprintln!(
+        "backend: {} binary frames, l16 tone purity (dB) {}",
+        s["binary_lens"].as_array().map_or(0, Vec::len),
+        s["l16_tone_db"]
+    );
+    let pre = &s["preamble"];
+    assert_eq!(pre["event"], "websocket:connected", "{s}");
+    assert!(
+        pre.to_string().contains("16000"),
+        "the preamble names the rate: {pre}"
+    );
+    assert!(events(&s).contains(&"binary".to_string()), "{s}");
+    // 440 Hz resampled to 16 kHz L16 reaches the backend as a clean tone.
+    let hz = format!("{}", CALLER_TONE_HZ as u32);
+    let purity = s["l16_tone_db"][&hz].as_f64().unwrap_or(-999.0);
+    assert!(
+        purity > -1.0,
+        "backend did not get baresip's {hz} Hz as 16 kHz L16: {s}"
+    );
+    // Enough audio: at least 5 s at 16 kHz.
+    assert!(
+        s["inbound_samples"].as_u64().unwrap_or(0) > 5 * 16000,
+        "{s}"
+    );
+    let heard = analyse_recording(
+        newest_matching(&d.join("rec_caller"), "-dec.wav"),
+        CALLEE_TONE_HZ,
+        CALLER_TONE_HZ,
+    );
+    eprintln!("baresip heard: {heard:?}");
+    assert!(
+        heard.tone_secs() >= 5.0 && heard.tone_share > 0.6 && heard.own_tone_share < 0.1,
+        "baresip did not hear the backend's 1 kHz (16 kHz L16 downsampled): {heard:?}\n{all}"
+    );
+    assert!(released, "media ports held: {}\n{all}", edge.media_calls());
+}

@@ -712,3 +712,198 @@ fn stopping_the_daemon_ends_forks_with_stop_and_close_1000() {
     assert_eq!(s["close_code"], 1000, "{s}");
     assert_eq!(events(&s).last().map(String::as_str), Some("stop"), "{s}");
 }
+
+/// An SDES offer/answer from `p` with one audio codec (`pt` `name`) and telephone-event.
+fn sdp_with(p: &Peer, tag: u32, pt: u8, name: &str) -> String {
+    p.sdp(tag)
+        .replace("RTP/SAVP 0 101", &format!("RTP/SAVP {pt} 101"))
+        .replace(
+            "a=rtpmap:0 PCMU/8000",
+            &format!("a=rtpmap:{pt} {name}/8000"),
+        )
+}
+
+#[test]
+fn a_forked_call_switching_pcmu_to_pcma_keeps_the_fork_right_and_g722_stops_it() {
+    use srtp_edge::fork::codec::{linear_to_alaw, linear_to_ulaw};
+    use srtp_edge::fork::ForkMode;
+    use srtp_edge::media::calls::{Calls, ForkBackends, ForkStart, Negotiation};
+
+    let b = Backend::start(&["--no-playback"]);
+    let cfg = srtp_edge::config::Config::from_toml_str(&b.config()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (engine, mut media_events) = srtp_edge::media::engine::Engine::start(&cfg.media).unwrap();
+    let backend = srtp_edge::fork::Backend::from_config(&cfg.fork.backends[0], &cfg.tls).unwrap();
+    let calls = Calls::with_forks(
+        engine.clone(),
+        ForkBackends::new(vec![backend], rt.handle().clone()),
+    );
+    let pump = {
+        let calls = calls.clone();
+        std::thread::spawn(move || {
+            while let Some(ev) = media_events.blocking_recv() {
+                if let srtp_edge::media::worker::Event::Fork { key, event } = ev {
+                    calls.fork_event(key, event);
+                }
+            }
+        })
+    };
+    let (mut a, mut pb) = (Peer::new(), Peer::new());
+    let suites = [SUITE];
+    let id = "codec-switch@test";
+    // One offer/answer round: A offers `pt`, B answers it; the relay's address for each.
+    let round = |a: &mut Peer, pb: &mut Peer, pt: u8, name: &str| {
+        let to_b = calls
+            .offer(&Negotiation {
+                call_id: id,
+                from_tag: "A",
+                to_tag: None,
+                sdp: sdp_with(a, 1, pt, name).as_bytes(),
+                suites: &suites,
+            })
+            .unwrap();
+        let (relay_b, tag) = pb.learn(&to_b);
+        let to_a = calls
+            .answer(&Negotiation {
+                call_id: id,
+                from_tag: "A",
+                to_tag: Some("B"),
+                sdp: sdp_with(pb, tag, pt, name).as_bytes(),
+                suites: &suites,
+            })
+            .unwrap();
+        let (relay_a, _) = a.learn(&to_a);
+        (relay_a, relay_b)
+    };
+    let (relay_a, relay_b) = round(&mut a, &mut pb, 0, "PCMU");
+    assert_eq!(
+        calls.start_fork(id, "ai", ForkMode::Fork).unwrap(),
+        ForkStart::Started
+    );
+    // Both peers talk (A 600 Hz, B 1 kHz) for `secs` in codec `pt`; sequence numbers go on.
+    let mut n: u32 = 0;
+    let mut talk = |a: &mut Peer, pb: &mut Peer, pt: u8, secs: u64| {
+        let start = std::time::Instant::now();
+        let first = n;
+        let mut buf = [0u8; 2048];
+        while start.elapsed() < Duration::from_secs(secs) {
+            if start.elapsed() >= Duration::from_millis(20 * u64::from(n - first)) {
+                for (p, relay, ssrc, hz) in [
+                    (&mut *a, relay_a, 0xAu8, 600.0),
+                    (&mut *pb, relay_b, 0xB, 1000.0),
+                ] {
+                    let mut pkt = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0, 0, 0, ssrc];
+                    pkt[2..4].copy_from_slice(&(n as u16 + 1).to_be_bytes());
+                    pkt[4..8].copy_from_slice(&(n * 160).to_be_bytes());
+                    pkt.extend((0..160u32).map(|i| {
+                        let t = f64::from(n * 160 + i) / 8000.0;
+                        let s = (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
+                        if pt == 8 {
+                            linear_to_alaw(s)
+                        } else {
+                            linear_to_ulaw(s)
+                        }
+                    }));
+                    let len = pkt.len();
+                    pkt.resize(len + 16, 0);
+                    let out = p.tx.protect_rtp(&mut pkt, len).unwrap();
+                    p.sock.send_to(&pkt[..out], relay).unwrap();
+                }
+                n += 1;
+            }
+            // Keep the peers' sockets drained.
+            let _ = a.sock.recv(&mut buf);
+            let _ = pb.sock.recv(&mut buf);
+        }
+        n - first
+    };
+    let sent_pcmu = talk(&mut a, &mut pb, 0, 2);
+    // Re-INVITE switching the call to PCMA: the fork goes on, transcoding.
+    round(&mut a, &mut pb, 8, "PCMA");
+    assert!(calls.fork_of(id).is_some(), "fork kept on PCMU -> PCMA");
+    let sent_pcma = talk(&mut a, &mut pb, 8, 2);
+    assert!(calls.fork_of(id).is_some());
+    // Another re-INVITE to G.722: the fork cannot take it and is stopped; the call goes on.
+    round(&mut a, &mut pb, 9, "G722");
+    assert!(calls.fork_of(id).is_none(), "fork stopped on G.722");
+    let s = b.summary(Duration::from_secs(10)).expect("backend summary");
+    eprintln!("backend: {}", s);
+    assert_eq!(events(&s).last().map(String::as_str), Some("stop"), "{s}");
+    assert_eq!(s["close_code"], 1000, "{s}");
+    // Both tracks got the PCMA half too (not only the PCMU half), and as the right tone.
+    let sent = u64::from(sent_pcmu + sent_pcma);
+    for (track, hz) in [("inbound", "600"), ("outbound", "1000")] {
+        let frames = s["track_frames"][track].as_u64().unwrap_or(0);
+        assert!(
+            frames * 10 >= sent * 8,
+            "{track}: {frames} frames of {sent} sent reached the fork: {s}"
+        );
+        assert!(db(&s, track, hz) > -1.0, "{track} not a clean {hz} Hz: {s}");
+    }
+    calls.delete(id).unwrap();
+    engine.shutdown();
+    pump.join().unwrap();
+}
+
+#[test]
+fn an_agent_call_holds_one_media_port_pair_and_frees_it() {
+    use srtp_edge::media::calls::{Calls, ForkBackends, ForkMeta, Negotiation};
+
+    let b = Backend::start(&["--no-playback"]);
+    let cfg = srtp_edge::config::Config::from_toml_str(&b.config()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (engine, _media_events) = srtp_edge::media::engine::Engine::start(&cfg.media).unwrap();
+    let backend = srtp_edge::fork::Backend::from_config(&cfg.fork.backends[0], &cfg.tls).unwrap();
+    let calls = Calls::with_forks(
+        engine.clone(),
+        ForkBackends::new(vec![backend], rt.handle().clone()),
+    );
+    let (a, c) = (Peer::new(), Peer::new());
+    let suites = [SUITE];
+    let n = |id: &'static str, p: &Peer| (id, p.sdp(1));
+    let (id, sdp) = n("agent-ports@test", &a);
+    let answer = calls
+        .offer_agent(
+            &Negotiation {
+                call_id: id,
+                from_tag: "A",
+                to_tag: None,
+                sdp: sdp.as_bytes(),
+                suites: &suites,
+            },
+            "ai",
+            ForkMeta::default(),
+        )
+        .unwrap();
+    assert!(
+        answer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80"),
+        "{answer}"
+    );
+    // The caller's leg only: the backend is the other party, no second port pair is held.
+    assert_eq!(engine.ports_in_use(), 1);
+    // A relayed call holds two, as before.
+    let (id2, sdp2) = n("relayed-ports@test", &c);
+    calls
+        .offer(&Negotiation {
+            call_id: id2,
+            from_tag: "A",
+            to_tag: None,
+            sdp: sdp2.as_bytes(),
+            suites: &suites,
+        })
+        .unwrap();
+    assert_eq!(engine.ports_in_use(), 3);
+    calls.delete(id).unwrap();
+    assert_eq!(engine.ports_in_use(), 2);
+    calls.delete(id2).unwrap();
+    assert_eq!(engine.ports_in_use(), 0);
+    engine.shutdown();
+}

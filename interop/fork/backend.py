@@ -283,6 +283,9 @@ async def handler(ws, args):
     r.rec["tone_1k_db"] = round(purity_db(tail, rate, 1000.0), 3)
     if args.freqs:
         freqs = [float(f) for f in args.freqs.split(",")]
+        if args.mode == "l16":
+            # The caller's track as L16 at the backend's rate, checked by frequency.
+            r.rec["l16_tone_db"] = {str(int(f)): round(purity_db(tail, rate, f), 3) for f in freqs}
         r.rec["track_frames"] = {t: len(x) // 160 for t, x in r.track_pcm.items()}
         r.rec["track_tone_db"] = {
             t: {str(int(f)): round(purity_db(x, 8000, f), 3) for f in freqs}

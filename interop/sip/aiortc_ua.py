@@ -13,6 +13,9 @@ with an RSA certificate, see tests/b2bua_baresip_keying.rs).
                                way through it re-INVITEs with a new key and sends with it; it
                                reports the tone it decrypted before and after, and whether
                                srtp-edge's key to it stayed the same (RFC 4568 7.1.4)
+  --sdes-rekey --hold          and then puts the call on hold (re-INVITE a=sendonly, same key)
+                               and resumes it (a=sendrecv): reports the tone heard while held
+                               ("heard_hold", from 0.2 s after the 200 on) and after the resume
 
 Sends `--hz` from a PCMU track, counts received frames and frames carrying `--listen-hz`, and
 prints one JSON object: {"role", "status", "connection", "offer_proto", "peer_proto", "frames",
@@ -193,11 +196,14 @@ async def sdes_caller(args):
     edge_keys = [cryptos[0][2]] if cryptos else []
     tx, rx = session(suite, keys[0], True), session(suite, edge_keys[0], False)
     ssrc, seq, n = 0x5DE5C0DE, 1, 0
-    heard = [0, 0]
+    heard = [0, 0, 0, 0]
     start = time.time()
     rekeyed = None
+    # With --hold: re-key at 30 %, hold at 55 %, resume at 80 % of the call.
+    at_rekey = 0.3 if args.hold else 0.5
+    held = resumed = None
     while time.time() - start < args.secs:
-        phase = 1 if rekeyed else 0
+        phase = 3 if resumed else 2 if held else 1 if rekeyed else 0
         pcm = [int(12000 * math.sin(2 * math.pi * args.hz * (n * 160 + i) / 8000)) for i in range(160)]
         udp.sendto(tx.protect(rtp(ssrc, seq, bytes(ulaw_encode(x) for x in pcm))), relay)
         seq, n = seq + 1, n + 1
@@ -214,8 +220,20 @@ async def sdes_caller(args):
                 continue
             samples = [ulaw_decode(b) for b in plain[12:]]
             if tone_share(samples, 8000, args.listen_hz) > 0.5:
-                heard[phase] += 1
-        if rekeyed is None and time.time() - start >= args.secs / 2:
+                if phase != 2 or time.time() - held > 0.2:
+                    heard[phase] += 1
+        if args.hold and rekeyed and held is None and time.time() - start >= args.secs * 0.55:
+            hold = sdes_sdp(port, [(1, suite, keys[1])], 1).replace(b"a=sendrecv", b"a=sendonly")
+            status, answer = await transaction(3, hold)
+            out["hold_status"] = status
+            out["hold_answer_dir"] = re.findall(r"(?m)^a=(sendrecv|sendonly|recvonly|inactive)",
+                                                (answer or b"").decode())
+            held = time.time()
+        if held and resumed is None and time.time() - start >= args.secs * 0.8:
+            status, _ = await transaction(4, sdes_sdp(port, [(1, suite, keys[1])], 1))
+            out["resume_status"] = status
+            resumed = time.time()
+        if rekeyed is None and time.time() - start >= args.secs * at_rekey:
             # Re-INVITE with a new key; send with it from the answer on.
             status, answer = await transaction(2, sdes_sdp(port, [(1, suite, keys[1])], 1))
             out["rekey_status"] = status
@@ -228,12 +246,12 @@ async def sdes_caller(args):
                 rx = session(suite, edge_keys[1], False)
             rekeyed = time.time()
         await asyncio.sleep(max(0.0, start + n * 0.02 - time.time()))
-    out["heard_before"], out["heard_after"] = heard
+    out["heard_before"], out["heard_after"], out["heard_hold"], out["heard_resumed"] = heard
     out["edge_key_kept"] = len(edge_keys) == 2 and edge_keys[0] == edge_keys[1]
     writer.write(msg(f"BYE {state['target']} SIP/2.0", [
         ("Via", f"SIP/2.0/TLS {local};branch=z9hG4bK{secrets.token_hex(8)}"),
         ("Max-Forwards", "70"), ("From", f"<sip:sdes@127.0.0.1>;tag={tag}"),
-        ("To", state["to"]), ("Call-ID", cid), ("CSeq", "3 BYE")]))
+        ("To", state["to"]), ("Call-ID", cid), ("CSeq", "9 BYE")]))
     await writer.drain()
     bye_ok = False
     while True:
@@ -317,6 +335,7 @@ async def main():
     ap.add_argument("--listen-hz", type=float, default=1000.0)
     ap.add_argument("--secs", type=float, default=6.0)
     ap.add_argument("--sdes-rekey", action="store_true")
+    ap.add_argument("--hold", action="store_true")
     args = ap.parse_args()
     if args.sdes_rekey:
         out, ok = await sdes_caller(args)

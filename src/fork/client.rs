@@ -307,6 +307,24 @@ impl ForkHandle {
         true
     }
 
+    /// [`push_g711`](Self::push_g711) for a payload in codec `from` that the fork's session
+    /// takes in `to` (the call's codec changed mid-call): transcoded while copied, no allocation.
+    pub fn push_g711_transcoded(&self, track: Track, from: G711, to: G711, payload: &[u8]) -> bool {
+        if payload.len() > MAX_PAYLOAD {
+            self.shared.oversize.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let mut buf = [0u8; MAX_PAYLOAD];
+        buf[..payload.len()].copy_from_slice(payload);
+        super::codec::transcode_in_place(from, to, &mut buf[..payload.len()]);
+        self.push(MediaItem::Audio {
+            track,
+            len: payload.len() as u16,
+            buf,
+        });
+        true
+    }
+
     /// Hands an RFC 4733 telephone-event payload and its RTP timestamp to the fork (it becomes
     /// a `dtmf` message once per key press). Never blocks.
     pub fn push_telephone_event(&self, track: Track, payload: &[u8], rtp_timestamp: u32) {

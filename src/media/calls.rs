@@ -46,6 +46,8 @@ pub const CALLS_TOTAL: &str = "srtp_edge_calls_total";
 pub const NEGOTIATIONS_REFUSED: &str = "srtp_edge_negotiations_refused_total";
 /// Forks attached to calls, by backend.
 pub const FORKS_STARTED: &str = "srtp_edge_fork_calls_total";
+/// Running forks stopped because a re-negotiation chose a codec other than PCMU/PCMA.
+pub const FORKS_STOPPED_CODEC: &str = "srtp_edge_fork_stopped_codec_total";
 
 /// Why an offer, answer or delete failed.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +277,9 @@ struct Call {
     codec: Option<Result<CallCodec, String>>,
     /// The fork asked for on this call, if any.
     fork: Option<CallFork>,
+    /// Agent calls: the session id and version of the SDP srtp-edge answers with (the version
+    /// goes up with every answer).
+    origin: Option<(u64, u64)>,
 }
 
 /// A fork asked for on a call: started once the codec is known (at the answer).
@@ -286,6 +291,10 @@ struct CallFork {
     running: bool,
     /// What the backend's `start` says about the call.
     meta: ForkMeta,
+    /// The call's codec as the running tap knows it (None: not started).
+    codec: Option<CallCodec>,
+    /// Agent call on hold: the backend's audio is not played.
+    paused: bool,
 }
 
 /// Call metadata for a fork's `start` (Twilio `customParameters`, L16 preamble), from the
@@ -828,6 +837,17 @@ impl Calls {
 
     /// Allocates both legs' ports and registers the call with its worker.
     fn anchor(&self, n: &Negotiation<'_>, peer_v6: bool) -> Result<Call, CallError> {
+        self.anchor_legs(n, peer_v6, true)
+    }
+
+    /// [`anchor`](Self::anchor); with `second_leg` false (agent calls: the backend is the
+    /// other party) the second leg is parked ([`PortPair::parked`]) and holds no media port.
+    fn anchor_legs(
+        &self,
+        n: &Negotiation<'_>,
+        peer_v6: bool,
+        second_leg: bool,
+    ) -> Result<Call, CallError> {
         let fam = |want_v6: bool| {
             if self.engine.advertised(want_v6).is_some() {
                 want_v6
@@ -837,7 +857,12 @@ impl Calls {
         };
         let (v6a, v6b) = (fam(peer_v6), fam(false));
         let a = self.engine.allocate(v6a)?;
-        let b = match self.engine.allocate(v6b) {
+        let b = if second_leg {
+            self.engine.allocate(v6b)
+        } else {
+            super::ports::PortPair::parked().map_err(|_| PoolError::Exhausted)
+        };
+        let b = match b {
             Ok(b) => b,
             Err(e) => {
                 let port = a.rtp_port;
@@ -884,7 +909,9 @@ impl Calls {
             .is_err()
         {
             self.engine.release(v6a, pa);
-            self.engine.release(v6b, pb);
+            if pb != 0 {
+                self.engine.release(v6b, pb);
+            }
             return Err(CallError::EngineGone);
         }
         metrics::counter!("srtp_edge_calls_started_total").increment(1);
@@ -900,6 +927,7 @@ impl Calls {
             offered_g711: false,
             codec: None,
             fork: None,
+            origin: None,
         })
     }
 
@@ -1039,105 +1067,40 @@ impl Calls {
         let mut new_offerer_sdes: Option<LegSdes> = None;
         let (offerer_in, offerer_out, offerer_dtls, out) = match &pending.offerer_dtls {
             None => {
-                // The offerer gets its running key again in the same suite; a direction whose
-                // key did not change keeps its running context.
-                let prev = call.legs[side].sdes.as_ref();
-                let ours_to_offerer = match prev.and_then(|p| p.ours_for(pending.offerer_suite)) {
-                    Some(k) => k,
-                    None => SdesKey::generate(pending.offerer_suite)?,
-                };
-                let offerer_in = if prev
-                    .is_some_and(|p| p.same_theirs(pending.offerer_suite, &pending.offerer_key))
-                {
-                    None
-                } else {
-                    Some(self.ctx(pending.offerer_suite, &pending.offerer_key)?)
-                };
-                let offerer_out = if prev.is_some_and(|p| {
-                    p.same_ours(pending.offerer_suite, ours_to_offerer.key.as_bytes())
-                }) {
-                    None
-                } else {
-                    Some(self.ctx(pending.offerer_suite, ours_to_offerer.key.as_bytes())?)
-                };
-                new_offerer_sdes = Some(LegSdes {
-                    suite: pending.offerer_suite,
-                    ours: zeroize::Zeroizing::new(ours_to_offerer.key.as_bytes().to_vec()),
-                    theirs: pending.offerer_key.clone(),
-                });
-                let plan = AnswerPlan {
+                let k = self.key_sdes_offerer(
+                    call.legs[side].sdes.as_ref(),
+                    pending.offerer_suite,
+                    pending.offerer_tag,
+                    &pending.offerer_key,
                     local,
-                    tag: pending.offerer_tag,
-                    key: ours_to_offerer,
-                };
+                )?;
                 let mut plans: Vec<Option<AnswerKeying<'_>>> =
                     (0..pending.offer.media.len()).map(|_| None).collect();
-                plans[pending.index] = Some(AnswerKeying::Sdes(&plan));
+                plans[pending.index] = Some(AnswerKeying::Sdes(&k.plan));
                 let out = policy::rewrite_answer_keyed(&sdp, &pending.offer, &plans)?;
-                (offerer_in, offerer_out, None, out)
+                new_offerer_sdes = Some(k.state);
+                (k.inbound, k.outbound, None, out)
             }
             Some(d) => {
-                let ctx = self.dtls.as_ref().ok_or(PolicyError::DtlsUnavailable {
-                    index: pending.index,
-                })?;
-                let kept = call.legs[side]
-                    .dtls
-                    .as_ref()
-                    .filter(|k| k.keeps(&d.fingerprints, &d.tls_id));
-                let (our_setup, role) = dtls_setup::answer_setup(d.setup, kept.map(|k| k.role))
-                    .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=setup")))?;
-                let kept = kept.filter(|k| k.role == role);
-                let ice = match kept {
-                    Some(k) if d.ice => k.ice.clone(),
-                    _ if d.ice => {
-                        Some(IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?)
-                    }
-                    _ => None,
-                };
-                let tls_id = match kept {
-                    Some(k) => k.ours_tls_id.clone(),
-                    None => TlsId::generate()
-                        .map_err(|_| PolicyError::KeyGen)?
-                        .as_str()
-                        .to_string(),
-                };
-                let keep_association = kept.is_some();
-                let plan = DtlsPlan {
-                    local: LocalMedia {
-                        rtcp_port: None,
-                        ..local
-                    },
-                    fingerprint: ctx.identity.sdp_fingerprint(),
-                    setup: our_setup.as_str(),
-                    tls_id: tls_id.clone(),
-                    ice: ice.as_ref().map(|c| (c.ufrag.clone(), c.pwd.clone())),
-                };
+                let k = self.key_dtls_offerer(
+                    d,
+                    call.legs[side].dtls.as_ref(),
+                    local,
+                    pending.index,
+                    pending.offerer_rtp,
+                )?;
                 let mut plans: Vec<Option<AnswerKeying<'_>>> =
                     (0..pending.offer.media.len()).map(|_| None).collect();
-                plans[pending.index] = Some(AnswerKeying::Dtls(&plan));
+                plans[pending.index] = Some(AnswerKeying::Dtls(&k.plan));
                 let out = policy::rewrite_answer_keyed(&sdp, &pending.offer, &plans)?;
-                if keep_association {
+                match k.handshake {
                     // Same peer certificate and tls-id: the running association and its keys
                     // stay (a re-INVITE that changes nothing must not re-handshake).
-                    (None, None, None, out)
-                } else {
-                    let endpoint = Endpoint::new(
-                        &ctx.identity,
-                        role,
-                        d.fingerprints.clone(),
-                        &ctx.cfg,
-                        Instant::now(),
-                    );
-                    new_offerer_state = Some(LegDtls {
-                        fingerprints: d.fingerprints.clone(),
-                        tls_id: d.tls_id.clone(),
-                        role,
-                        ours_tls_id: tls_id,
-                        ice: ice.clone(),
-                        failed: false,
-                    });
-                    let leg = DtlsLeg::new(endpoint, ice, pending.offerer_rtp, self.replay_window);
-                    (None, None, Some(Box::new(leg)), out)
+                    None => (None, None, None, out),
+                    Some((leg, st)) => {
+                        new_offerer_state = Some(st);
+                        (None, None, Some(leg), out)
+                    }
                 }
             }
         };
@@ -1214,6 +1177,8 @@ impl Calls {
         // The answerer's m-line lists what both sides will send (its first codec first).
         call.codec = sdp.media.get(pending_index).map(call_codec);
         let fork_now = call.fork.as_ref().is_some_and(|f| !f.running);
+        // A running fork follows a codec change (or stops on a codec it cannot take).
+        self.retune_fork(n.call_id, call);
         tracing::debug!(call = %Redacted(n.call_id), suites = ?[call.legs[0].suite, call.legs[1].suite], "answer applied");
         let key = call.key;
         if fork_now {
@@ -1291,6 +1256,8 @@ impl Calls {
             mode,
             running: false,
             meta,
+            codec: None,
+            paused: false,
         });
         if call.codec.is_none() {
             if previous.is_some_and(|p| p.running) {
@@ -1350,15 +1317,59 @@ impl Calls {
                     handle,
                     audio_pt: codec.pt,
                     event_pt: codec.event_pt,
+                    codec: codec.g711,
+                    fork_codec: codec.g711,
+                    paused: f.paused,
                     tracks,
                     playout_leg,
                 }),
             })
             .map_err(|_| CallError::EngineGone)?;
         f.running = true;
+        f.codec = Some(codec);
         metrics::counter!(FORKS_STARTED, "backend" => f.backend.name().to_string()).increment(1);
         tracing::info!(call = %Redacted(call_id), backend = f.backend.name(), mode = ?f.mode, codec = ?codec.g711, "fork started");
         Ok(())
+    }
+
+    /// After a re-negotiation of `call`: a running fork follows the call's codec (a switch
+    /// between PCMU and PCMA is transcoded on the worker, so the backend keeps getting correct
+    /// audio in the codec its stream started with) and an agent call's hold state; a codec other
+    /// than PCMU/PCMA stops the fork with a clear log (never garbage to the backend).
+    fn retune_fork(&self, call_id: &str, call: &mut Call) {
+        let Some(f) = call.fork.as_mut().filter(|f| f.running) else {
+            return;
+        };
+        let key = call.key;
+        match &call.codec {
+            Some(Ok(c)) => {
+                let Some(was) = f.codec else {
+                    return;
+                };
+                if was != *c {
+                    tracing::info!(call = %Redacted(call_id), from = ?was.g711, to = ?c.g711, pt = c.pt, "call codec changed: the fork follows");
+                }
+                f.codec = Some(*c);
+                let _ = self.engine.worker(key).send(Command::RetuneFork {
+                    key,
+                    audio_pt: c.pt,
+                    event_pt: c.event_pt,
+                    codec: c.g711,
+                    paused: f.paused,
+                });
+            }
+            Some(Err(why)) => {
+                tracing::warn!(call = %Redacted(call_id), backend = f.backend.name(), reason = %why, "call codec changed to one the fork cannot take: fork stopped");
+                metrics::counter!(FORKS_STOPPED_CODEC, "backend" => f.backend.name().to_string())
+                    .increment(1);
+                call.fork = None;
+                let _ = self.engine.worker(key).send(Command::Unfork {
+                    key,
+                    reply: std::sync::mpsc::channel().0,
+                });
+            }
+            None => {}
+        }
     }
 
     /// Stops a call's fork (ng `stop forwarding`): the backend gets `stop` and a close 1000;
@@ -1489,7 +1500,8 @@ impl Calls {
     }
 
     fn release(&self, call: &Call) {
-        for l in &call.legs {
+        // Port 0: a parked leg (agent call) that holds no port of the range.
+        for l in call.legs.iter().filter(|l| l.rtp_port != 0) {
             self.engine.release(l.v6, l.rtp_port);
         }
     }
@@ -1581,6 +1593,136 @@ impl Calls {
         for id in ids {
             let _ = self.delete(&id);
         }
+    }
+}
+
+/// How srtp-edge keys an SDES offerer's leg when it answers (B2BUA/ng answer, agent calls).
+struct SdesOffererKeys {
+    plan: AnswerPlan,
+    /// New contexts, None for a direction whose key did not change (its context runs on).
+    inbound: Option<SrtpContext>,
+    outbound: Option<SrtpContext>,
+    state: LegSdes,
+}
+
+/// How srtp-edge keys a DTLS-SRTP offerer's leg when it answers.
+struct DtlsOffererKeys {
+    plan: DtlsPlan,
+    /// A new handshake (and the association's state once applied); None: the running
+    /// association is kept (same peer certificate and tls-id).
+    handshake: Option<(Box<DtlsLeg>, LegDtls)>,
+}
+
+impl Calls {
+    /// The answer keying of an SDES offerer's leg: its running key again in the same suite
+    /// (RFC 4568 7.1.4: an unchanged direction keeps its context), else a fresh key of ours;
+    /// the offerer's (possibly new) key is our inbound.
+    fn key_sdes_offerer(
+        &self,
+        prev: Option<&LegSdes>,
+        suite: Profile,
+        tag: u32,
+        theirs: &zeroize::Zeroizing<Vec<u8>>,
+        local: LocalMedia,
+    ) -> Result<SdesOffererKeys, CallError> {
+        let ours = match prev.and_then(|p| p.ours_for(suite)) {
+            Some(k) => k,
+            None => SdesKey::generate(suite)?,
+        };
+        let inbound = if prev.is_some_and(|p| p.same_theirs(suite, theirs)) {
+            None
+        } else {
+            Some(self.ctx(suite, theirs)?)
+        };
+        let outbound = if prev.is_some_and(|p| p.same_ours(suite, ours.key.as_bytes())) {
+            None
+        } else {
+            Some(self.ctx(suite, ours.key.as_bytes())?)
+        };
+        let state = LegSdes {
+            suite,
+            ours: zeroize::Zeroizing::new(ours.key.as_bytes().to_vec()),
+            theirs: theirs.clone(),
+        };
+        Ok(SdesOffererKeys {
+            plan: AnswerPlan {
+                local,
+                tag,
+                key: ours,
+            },
+            inbound,
+            outbound,
+            state,
+        })
+    }
+
+    /// The answer keying of a DTLS-SRTP offerer's leg: our fingerprint, the setup role from
+    /// its offer, ICE-lite when it does ICE, and a new handshake unless the running
+    /// association (same fingerprints and tls-id, RFC 8842) is kept.
+    fn key_dtls_offerer(
+        &self,
+        d: &DtlsOffer,
+        prev: Option<&LegDtls>,
+        local: LocalMedia,
+        index: usize,
+        rtp: Option<SocketAddr>,
+    ) -> Result<DtlsOffererKeys, CallError> {
+        let ctx = self
+            .dtls
+            .as_ref()
+            .ok_or(PolicyError::DtlsUnavailable { index })?;
+        let kept = prev.filter(|k| k.keeps(&d.fingerprints, &d.tls_id));
+        let (our_setup, role) = dtls_setup::answer_setup(d.setup, kept.map(|k| k.role))
+            .map_err(|_| PolicyError::Sdp(crate::sdp::SdpError::BadField("a=setup")))?;
+        let kept = kept.filter(|k| k.role == role);
+        let ice = match kept {
+            Some(k) if d.ice => k.ice.clone(),
+            _ if d.ice => Some(IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?),
+            _ => None,
+        };
+        let tls_id = match kept {
+            Some(k) => k.ours_tls_id.clone(),
+            None => TlsId::generate()
+                .map_err(|_| PolicyError::KeyGen)?
+                .as_str()
+                .to_string(),
+        };
+        let plan = DtlsPlan {
+            local: LocalMedia {
+                rtcp_port: None,
+                ..local
+            },
+            fingerprint: ctx.identity.sdp_fingerprint(),
+            setup: our_setup.as_str(),
+            tls_id: tls_id.clone(),
+            ice: ice.as_ref().map(|c| (c.ufrag.clone(), c.pwd.clone())),
+        };
+        if kept.is_some() {
+            return Ok(DtlsOffererKeys {
+                plan,
+                handshake: None,
+            });
+        }
+        let endpoint = Endpoint::new(
+            &ctx.identity,
+            role,
+            d.fingerprints.clone(),
+            &ctx.cfg,
+            Instant::now(),
+        );
+        let state = LegDtls {
+            fingerprints: d.fingerprints.clone(),
+            tls_id: d.tls_id.clone(),
+            role,
+            ours_tls_id: tls_id,
+            ice: ice.clone(),
+            failed: false,
+        };
+        let leg = DtlsLeg::new(endpoint, ice, rtp, self.replay_window);
+        Ok(DtlsOffererKeys {
+            plan,
+            handshake: Some((Box::new(leg), state)),
+        })
     }
 }
 

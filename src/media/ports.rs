@@ -57,6 +57,26 @@ fn bind(ip: IpAddr, port: u16) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
+impl PortPair {
+    /// A pair for a leg that will never carry media (an agent call's second leg: the backend is
+    /// the other party): two unbound, non-blocking UDP sockets, so the call's worker slot keeps
+    /// its two legs (the relay path is unchanged) while no port of the media range is held. An
+    /// unbound socket has no address, so nothing can reach it; the relay never sends on it
+    /// (the leg has no signalled or latched destination). `rtp_port` is 0.
+    pub fn parked() -> std::io::Result<PortPair> {
+        let unbound = || -> std::io::Result<UdpSocket> {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_nonblocking(true)?;
+            Ok(s.into())
+        };
+        Ok(PortPair {
+            rtp_port: 0,
+            rtp: unbound()?,
+            rtcp: unbound()?,
+        })
+    }
+}
+
 impl PortPool {
     /// A pool over `min..=max` on `ip`; pairs start at the first even port.
     pub fn new(ip: IpAddr, min: u16, max: u16) -> Self {
@@ -167,5 +187,18 @@ mod tests {
         assert_eq!(a.rtp_port, 41104);
         assert_eq!(p.allocate().unwrap_err(), PoolError::Exhausted);
         drop(held);
+    }
+
+    #[test]
+    fn a_parked_pair_holds_no_port_and_receives_nothing() {
+        let p = PortPair::parked().unwrap();
+        assert_eq!(p.rtp_port, 0);
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            p.rtp.recv_from(&mut buf).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        // Unbound: no local port to send to.
+        assert!(p.rtp.local_addr().map_or(true, |a| a.port() == 0));
     }
 }

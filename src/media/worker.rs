@@ -21,6 +21,7 @@ use super::demux::{self, Kind};
 use super::dtls_leg::{DtlsInfo, DtlsLeg, DtlsOutcome};
 use super::relay::{self, Drop, Leg};
 use crate::dtls::FailReason;
+use crate::fork::codec::{transcode_in_place, G711};
 use crate::fork::{ForkEvent, ForkHandle, ForkStats, Track};
 
 /// Largest datagram handled; longer ones are truncated by the kernel and then fail
@@ -108,6 +109,15 @@ pub struct ForkTap {
     pub audio_pt: u8,
     /// RTP payload type of telephone-event (RFC 4733), if negotiated.
     pub event_pt: Option<u8>,
+    /// The call's codec now (follows re-negotiations, see [`Command::RetuneFork`]).
+    pub codec: G711,
+    /// The codec the fork's session was started with: audio is handed over and played back in
+    /// it, transcoded on the worker (a table lookup per byte, in place) when the call's codec
+    /// changed mid-call, so the backend keeps getting correct audio.
+    pub fork_codec: G711,
+    /// Agent call on hold (the caller sent `a=sendonly`/`a=inactive`): backend audio stays
+    /// queued and is not played until the call is resumed.
+    pub paused: bool,
     /// The track each leg's incoming audio becomes (index 0 = leg A), None: not tapped.
     pub tracks: [Option<Track>; 2],
     /// Agent mode: the leg the backend's audio is played into, on the worker's 20 ms clock,
@@ -120,6 +130,9 @@ impl std::fmt::Debug for ForkTap {
         f.debug_struct("ForkTap")
             .field("audio_pt", &self.audio_pt)
             .field("event_pt", &self.event_pt)
+            .field("codec", &self.codec)
+            .field("fork_codec", &self.fork_codec)
+            .field("paused", &self.paused)
             .field("tracks", &self.tracks)
             .field("playout_leg", &self.playout_leg)
             .finish_non_exhaustive()
@@ -151,7 +164,16 @@ impl SlotFork {
             return;
         };
         if p.pt == self.tap.audio_pt {
-            self.tap.handle.push_g711(track, p.payload);
+            if self.tap.codec == self.tap.fork_codec {
+                self.tap.handle.push_g711(track, p.payload);
+            } else {
+                self.tap.handle.push_g711_transcoded(
+                    track,
+                    self.tap.codec,
+                    self.tap.fork_codec,
+                    p.payload,
+                );
+            }
         } else if Some(p.pt) == self.tap.event_pt {
             self.tap
                 .handle
@@ -231,6 +253,21 @@ pub enum Command {
         key: u64,
         /// The fork and what to tap.
         tap: Box<ForkTap>,
+    },
+    /// Change a running fork's tap after a re-negotiation: the call's codec and payload types
+    /// (the fork's session keeps its own codec; audio is transcoded both ways), and whether
+    /// backend audio is played (agent call on hold: paused). Ignored when the call is unforked.
+    RetuneFork {
+        /// Call key.
+        key: u64,
+        /// The call's G.711 payload type now.
+        audio_pt: u8,
+        /// Its telephone-event payload type, if any.
+        event_pt: Option<u8>,
+        /// The call's codec now.
+        codec: G711,
+        /// Hold backend audio (agent call on hold).
+        paused: bool,
     },
     /// Detach and stop a call's fork (`stop` then close 1000); replies with its final counters.
     Unfork {
@@ -600,6 +637,25 @@ impl Worker {
                     let _ = reply.send(self.remove(key, now));
                 }
                 Command::Fork { key, tap } => self.fork(key, *tap),
+                Command::RetuneFork {
+                    key,
+                    audio_pt,
+                    event_pt,
+                    codec,
+                    paused,
+                } => {
+                    if let Some(f) = self
+                        .by_key
+                        .get(&key)
+                        .and_then(|&i| self.slots.get_mut(i)?.as_mut())
+                        .and_then(|s| s.fork.as_mut())
+                    {
+                        f.tap.audio_pt = audio_pt;
+                        f.tap.event_pt = event_pt;
+                        f.tap.codec = codec;
+                        f.tap.paused = paused;
+                    }
+                }
                 Command::Unfork { key, reply } => {
                     let _ = reply.send(self.unfork(key));
                 }
@@ -951,6 +1007,11 @@ impl Worker {
             // The clock runs whether or not there is audio: timestamps stay on real time.
             let ts = p.ts;
             p.ts = p.ts.wrapping_add(FRAME as u32);
+            if f.tap.paused {
+                // On hold: the backend's audio waits (bounded queue) for the resume.
+                p.marker = true;
+                continue;
+            }
             let Some(frame) = f.tap.handle.next_playout_payload() else {
                 p.marker = true;
                 continue;
@@ -973,6 +1034,7 @@ impl Worker {
             pkt[4..8].copy_from_slice(&ts.to_be_bytes());
             pkt[8..12].copy_from_slice(&p.ssrc.to_be_bytes());
             pkt[RTP_HEADER..].copy_from_slice(&frame);
+            transcode_in_place(f.tap.fork_codec, f.tap.codec, &mut pkt[RTP_HEADER..]);
             let Ok(n) = out.protect_rtp(buf, len) else {
                 continue;
             };

@@ -73,6 +73,11 @@ pub trait MediaPlane {
     ) -> Result<String, CallError> {
         Err(CallError::UnknownForkBackend)
     }
+    /// Agent mode: a new offer from the caller in an answered agent call (hold, resume,
+    /// re-key, codec change); returns our new answer. On error the call's media is unchanged.
+    fn reoffer_agent(&self, _n: &Negotiation<'_>) -> Result<String, CallError> {
+        Err(CallError::NotForked)
+    }
     /// Fork mode: copies both tracks of the call to `backend` (from the answer on).
     fn fork(&self, _call_id: &str, _backend: &str, _meta: ForkMeta) -> Result<(), CallError> {
         Err(CallError::UnknownForkBackend)
@@ -100,6 +105,9 @@ impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
     ) -> Result<String, CallError> {
         (**self).offer_agent(n, agent, meta)
     }
+    fn reoffer_agent(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        (**self).reoffer_agent(n)
+    }
     fn fork(&self, call_id: &str, backend: &str, meta: ForkMeta) -> Result<(), CallError> {
         (**self).fork(call_id, backend, meta)
     }
@@ -125,6 +133,9 @@ impl MediaPlane for crate::media::calls::Calls {
         meta: ForkMeta,
     ) -> Result<String, CallError> {
         crate::media::calls::Calls::offer_agent(self, n, agent, meta)
+    }
+    fn reoffer_agent(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+        crate::media::calls::Calls::reoffer_agent(self, n)
     }
     fn fork(&self, call_id: &str, backend: &str, meta: ForkMeta) -> Result<(), CallError> {
         self.start_fork_with(call_id, backend, crate::fork::ForkMode::Fork, meta)

@@ -50,7 +50,13 @@ pub(super) struct AgentCall {
     from: Vec<u8>,
     to: Vec<u8>,
     cseq: u32,
+    /// Our SDP in force (the last answer).
     answer: String,
+    /// The caller's offer that `answer` answers (a repeat of it changes nothing).
+    offer: Vec<u8>,
+    /// The caller's From tag and the SDES suites its trunk allows (for re-offers).
+    a_tag: String,
+    suites: Vec<crate::srtp::Profile>,
 }
 
 impl<M: MediaPlane> B2bua<M> {
@@ -100,6 +106,7 @@ impl<M: MediaPlane> B2bua<M> {
             agent,
             meta,
         );
+        let offer = req.body.clone();
         let answer = match answer {
             Ok(s) => s,
             Err(e) => {
@@ -166,6 +173,9 @@ impl<M: MediaPlane> B2bua<M> {
                 to,
                 cseq: 1,
                 answer,
+                offer,
+                a_tag,
+                suites,
             },
         );
     }
@@ -325,26 +335,58 @@ impl<M: MediaPlane> B2bua<M> {
                 self.end_agent(&key, "answered");
             }
             Method::Invite | Method::Update if state == AgentState::Answered => {
-                // A session refresh with an SDP is answered with the SDP in force; an offer
-                // that changes media (re-key, hold) is refused and the call keeps its keys.
+                // A session refresh (no SDP, or the offer in force again) gets the SDP in force
+                // (an offerless re-INVITE: as our offer); a new offer (hold, resume, re-key,
+                // codec, address) is answered by the media plane, or refused with 488 and the
+                // call keeps its media as it was.
                 let same = req.body.is_empty() || self.same_offer(&key, &req.body);
-                if same {
-                    let body = self.agents.get(&key).map(|c| c.answer.clone());
-                    let mut r = req.reply(200, Some(our_tag.as_bytes()));
-                    r.headers.push("Contact", self.contact());
-                    if let Some(b) = body.filter(|_| !req.body.is_empty()) {
-                        r.headers.push("Content-Type", "application/sdp");
-                        r.body = b.into_bytes();
-                    }
-                    out.push(Action::Send(peer, response_bytes(&r)));
+                let body = if same {
+                    let with_sdp = !req.body.is_empty() || req.method == Method::Invite;
+                    self.agents
+                        .get(&key)
+                        .map(|c| c.answer.clone())
+                        .filter(|_| with_sdp)
                 } else {
-                    let mut r = req.reply(488, Some(our_tag.as_bytes()));
-                    r.headers.push(
-                        "Warning",
-                        "399 srtp-edge \"media changes are not supported on agent calls\"",
-                    );
-                    out.push(Action::Send(peer, response_bytes(&r)));
+                    let answer = self.agents.get(&key).map(|c| {
+                        self.media.reoffer_agent(&Negotiation {
+                            call_id: &key,
+                            from_tag: &c.a_tag,
+                            to_tag: None,
+                            sdp: &req.body,
+                            suites: &c.suites,
+                        })
+                    });
+                    match answer {
+                        Some(Ok(a)) => {
+                            if let Some(c) = self.agents.get_mut(&key) {
+                                c.answer = a.clone();
+                                c.offer = req.body.clone();
+                            }
+                            Some(a)
+                        }
+                        Some(Err(e)) => {
+                            tracing::info!(call = %&key[..key.len().min(8)], error = %e, "agent re-offer refused: 488, media unchanged");
+                            let mut r = req.reply(488, Some(our_tag.as_bytes()));
+                            if matches!(&e, crate::media::calls::CallError::Policy(p) if p.is_plaintext())
+                            {
+                                r.headers.push("Warning", "399 srtp-edge \"SRTP required\"");
+                            } else if matches!(e, crate::media::calls::CallError::ForkRefused(_)) {
+                                r.headers
+                                    .push("Warning", "399 srtp-edge \"PCMU or PCMA required\"");
+                            }
+                            out.push(Action::Send(peer, response_bytes(&r)));
+                            return;
+                        }
+                        None => None,
+                    }
+                };
+                let mut r = req.reply(200, Some(our_tag.as_bytes()));
+                r.headers.push("Contact", self.contact());
+                if let Some(b) = body {
+                    r.headers.push("Content-Type", "application/sdp");
+                    r.body = b.into_bytes();
                 }
+                out.push(Action::Send(peer, response_bytes(&r)));
             }
             Method::Invite | Method::Update => {
                 out.push(self.reply(peer, &req, 491, Some(&our_tag)));
@@ -358,11 +400,11 @@ impl<M: MediaPlane> B2bua<M> {
         }
     }
 
-    /// True when `sdp` repeats the caller's original offer (same origin version and body).
+    /// True when `sdp` repeats the caller's offer in force (same origin version and body).
     fn same_offer(&self, key: &str, sdp: &[u8]) -> bool {
         self.agents
             .get(key)
-            .is_some_and(|c| c.invite.body.as_slice() == sdp)
+            .is_some_and(|c| c.offer.as_slice() == sdp)
     }
 
     /// Agent calls' timers: no backend by the deadline → 503; answered calls the media plane
@@ -494,6 +536,17 @@ mod tests {
             self.live.borrow_mut().insert(n.call_id.to_string());
             Ok("v=0 agent-answer\r\n".into())
         }
+        fn reoffer_agent(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+            self.log
+                .borrow_mut()
+                .push(format!("reoffer {} {}", n.call_id, n.from_tag));
+            if n.sdp.windows(8).any(|w| w == b"RTP/AVP ") {
+                return Err(CallError::Policy(
+                    crate::sdp::policy::PolicyError::PlaintextMedia { index: 0 },
+                ));
+            }
+            Ok("v=0 agent-reanswer\r\n".into())
+        }
         fn fork(&self, call_id: &str, backend: &str, meta: ForkMeta) -> Result<(), CallError> {
             self.log
                 .borrow_mut()
@@ -610,6 +663,18 @@ mod tests {
             panic!()
         };
         assert_eq!(r.body, b"v=0 agent-answer\r\n");
+        // An offerless re-INVITE gets the SDP in force as our offer.
+        let out = b.handle(
+            Instant::now(),
+            TRUNK,
+            ip(),
+            req("INVITE", "+15551234567", &to, ""),
+        );
+        let Message::Response(r) = parsed(&out[0]).1 else {
+            panic!()
+        };
+        assert_eq!((r.status, &r.body[..]), (200, &b"v=0 agent-answer\r\n"[..]));
+        // A new offer (hold, re-key, new address) is answered by the media plane.
         let other = OFFER.replace("4000", "4002");
         let out = b.handle(
             Instant::now(),
@@ -617,7 +682,53 @@ mod tests {
             ip(),
             req("INVITE", "+15551234567", &to, &other),
         );
-        assert_eq!(status(&out[0]), 488);
+        let Message::Response(r) = parsed(&out[0]).1 else {
+            panic!()
+        };
+        assert_eq!(
+            (r.status, &r.body[..]),
+            (200, &b"v=0 agent-reanswer\r\n"[..])
+        );
+        assert_eq!(
+            b.media().log.borrow().last().unwrap(),
+            &format!("reoffer {key} atag")
+        );
+        // Repeated (a retransmission-free refresh with the same body): no new negotiation.
+        let n = b.media().log.borrow().len();
+        let out = b.handle(
+            Instant::now(),
+            TRUNK,
+            ip(),
+            req("UPDATE", "+15551234567", &to, &other),
+        );
+        assert_eq!(status(&out[0]), 200);
+        assert_eq!(b.media().log.borrow().len(), n);
+        // A plaintext re-offer: 488 with the reason, and the media in force stays.
+        let plain = OFFER.replace("RTP/SAVP", "RTP/AVP");
+        let out = b.handle(
+            Instant::now(),
+            TRUNK,
+            ip(),
+            req("INVITE", "+15551234567", &to, &plain),
+        );
+        let Message::Response(r) = parsed(&out[0]).1 else {
+            panic!()
+        };
+        assert_eq!(r.status, 488);
+        assert!(r
+            .headers
+            .get("Warning")
+            .is_some_and(|w| String::from_utf8_lossy(w).contains("SRTP required")));
+        let out = b.handle(
+            Instant::now(),
+            TRUNK,
+            ip(),
+            req("INVITE", "+15551234567", &to, ""),
+        );
+        let Message::Response(r) = parsed(&out[0]).1 else {
+            panic!()
+        };
+        assert_eq!(&r.body[..], b"v=0 agent-reanswer\r\n");
         // From another address: refused.
         let out = b.handle(
             Instant::now(),
