@@ -4,7 +4,7 @@
 //! Each DTLS call: party A offers SDES (`RTP/SAVP`) with the ng flags `DTLS=passive`,
 //! `transport-protocol=UDP/TLS/RTP/SAVP` and `ICE=remove`, so the relay offers DTLS-SRTP to
 //! party B; B answers `a=setup:active` with its certificate's fingerprint and runs the handshake
-//! as the DTLS client (srtp-edge's own sans-IO endpoint over dimpl, one ECDSA P-256 identity)
+//! as the DTLS client (srtp-edge's own sans-IO endpoint over OpenSSL, one ECDSA P-256 identity)
 //! against the relay's port, checking the relay's certificate against the relay's SDP. Both
 //! relays use an ECDSA P-256 certificate (rtpengine `--dtls-cert-cipher=prime256v1`).
 //!

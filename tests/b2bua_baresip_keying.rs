@@ -7,13 +7,11 @@
 //! a changed SDES key from a re-INVITE: this fails unless srtp-edge re-offers a leg its running
 //! key (RFC 4568 7.1.4), which it does.
 //!
-//! DTLS-SRTP (`mediaenc=dtls_srtp`) on one leg or both (route `media_keying = "dtls"`): written
-//! and ignored. Debian 12's baresip 1.0 signs DTLS with a self-signed RSA certificate
-//! (`tls_set_selfsigned_rsa`), and srtp-edge's DTLS stack (dimpl 0.8) implements ECDSA only:
-//! as DTLS client srtp-edge gets `handshake_failure` (no common ECDHE_ECDSA suite), as server it
-//! gets no client certificate (baresip cannot sign for the ECDSA-only CertificateRequest). Run
-//! them with `--ignored` against a baresip with an EC certificate (baresip 1.1+ uses
-//! `tls_set_selfsigned_ec`) or once the DTLS stack verifies RSA peers.
+//! DTLS-SRTP (`mediaenc=dtls_srtp`) on one leg or both (route `media_keying = "dtls"`): Debian
+//! 12's baresip 1.0 signs DTLS with a self-signed RSA certificate (`tls_set_selfsigned_rsa`), so
+//! srtp-edge (OpenSSL engine) takes an ECDHE-RSA suite as DTLS client and an RSA client
+//! certificate as DTLS server; both recordings carry the other side's tone and baresip logs the
+//! completed DTLS-SRTP handshake.
 //!
 //! DTLS-SRTP with a real peer: aiortc (PyPI: its own ECDSA certificate, DTLS, SRTP and ICE)
 //! behind a minimal SIP-over-TLS user agent (interop/sip/aiortc_ua.py), in every mix: aiortc →
@@ -156,6 +154,19 @@ impl CallRun {
     }
 }
 
+/// srtp-edge completed `n` DTLS-SRTP handshakes, each with baresip's RSA certificate.
+fn assert_edge_keyed_with_rsa(r: &CallRun, n: usize) {
+    let done: Vec<&str> = r
+        .edge_log
+        .lines()
+        .filter(|l| l.contains("DTLS-SRTP handshake complete"))
+        .collect();
+    assert_eq!(done.len(), n, "{}", r.logs());
+    for l in done {
+        assert!(l.contains("RSA-"), "not an RSA peer: {l}");
+    }
+}
+
 /// Runs one call: the caller (config `caller_dir`) dials through an edge whose route offers
 /// `keying` to a callee (config `callee_dir`), talks for `secs` and hangs up. `during` runs
 /// while the call is up (given the caller's ctrl_tcp port when `ctrl` is set).
@@ -231,31 +242,31 @@ fn run_call(
 }
 
 #[test]
-#[ignore = "Debian's baresip 1.0 uses an RSA DTLS certificate; the DTLS stack (dimpl) is ECDSA-only"]
 fn dtls_caller_to_sdes_callee() {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let r = run_call("caller-dtls", "callee", "sdes", 10, false, |_| {});
     r.assert_good(4.0);
+    assert_edge_keyed_with_rsa(&r, 1);
     assert!(r.caller_log.contains(DTLS_DONE), "{}", r.logs());
     assert!(!r.callee_log.contains(DTLS_DONE), "{}", r.logs());
 }
 
 #[test]
-#[ignore = "Debian's baresip 1.0 uses an RSA DTLS certificate; the DTLS stack (dimpl) is ECDSA-only"]
 fn sdes_caller_to_dtls_callee() {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let r = run_call("caller", "callee-dtls", "dtls", 10, false, |_| {});
     r.assert_good(4.0);
+    assert_edge_keyed_with_rsa(&r, 1);
     assert!(!r.caller_log.contains(DTLS_DONE), "{}", r.logs());
     assert!(r.callee_log.contains(DTLS_DONE), "{}", r.logs());
 }
 
 #[test]
-#[ignore = "Debian's baresip 1.0 uses an RSA DTLS certificate; the DTLS stack (dimpl) is ECDSA-only"]
 fn dtls_on_both_legs() {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let r = run_call("caller-dtls", "callee-dtls", "dtls", 10, false, |_| {});
     r.assert_good(4.0);
+    assert_edge_keyed_with_rsa(&r, 2);
     assert!(r.caller_log.contains(DTLS_DONE), "{}", r.logs());
     assert!(r.callee_log.contains(DTLS_DONE), "{}", r.logs());
 }

@@ -301,7 +301,14 @@ fn against_s_client(
     srtp: &str,
     trust: impl FnOnce(&OpensslCert) -> PeerFingerprints,
 ) -> (Endpoint, String) {
-    let cert = OpensslCert::new();
+    against_s_client_with(OpensslCert::new(), srtp, trust)
+}
+
+fn against_s_client_with(
+    cert: OpensslCert,
+    srtp: &str,
+    trust: impl FnOnce(&OpensslCert) -> PeerFingerprints,
+) -> (Endpoint, String) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
     let mut args: Vec<String> = vec![
@@ -418,23 +425,38 @@ fn server_rejects_s_client_with_wrong_fingerprint() {
 }
 
 #[test]
-fn aes128_cm_sha1_32_only_peer_gets_no_keys() {
-    // The DTLS library cannot negotiate SRTP_AES128_CM_SHA1_32; such a peer must fail the leg,
-    // never yield keys for a profile it did not agree to.
-    let (ep, _, _) = against_s_server("SRTP_AES128_CM_SHA1_32", |c| c.sdp_fingerprints("sha256"));
-    // openssl continues without use_srtp; we refuse a handshake that yields no SRTP keys.
-    assert_eq!(ep.state(), &State::Failed(FailReason::NoSrtpProfile));
-    assert!(ep.srtp_keys().is_none());
+fn aes128_cm_sha1_32_in_both_roles() {
+    // SRTP_AES128_CM_SHA1_32 (4-byte RTP tag, RFC 5764) is negotiated when it is all the peer
+    // offers, and keyed with openssl's exporter output.
+    let p = Profile::AesCm128HmacSha1_32;
+    let (ep, _, out) = against_s_server(openssl_profile_name(p), |c| c.sdp_fingerprints("sha256"));
+    assert_keys_equal_openssl(&ep, &out, Some(p));
+    let (ep, out) = against_s_client(openssl_profile_name(p), |c| c.sdp_fingerprints("sha256"));
+    assert_keys_equal_openssl(&ep, &out, Some(p));
 }
 
 #[test]
-fn rsa_peer_certificate_fails_cleanly() {
-    // The DTLS library implements ECDSA only: a peer with an RSA certificate (some older SIP
-    // endpoints) cannot complete the handshake. It must end as a failure, not a hang.
-    let (ep, _, _) = against_s_server_with(OpensslCert::rsa(), "SRTP_AES128_CM_SHA1_80", |c| {
+fn rsa_peer_certificate_in_both_roles() {
+    // SIP endpoints (baresip 1.0, FreeSWITCH, Asterisk) sign DTLS with self-signed RSA
+    // certificates: as client we take the ECDHE-RSA suite they serve with, as server their RSA
+    // client certificate; either way the fingerprint is checked and the keys are openssl's.
+    let (ep, _, out) = against_s_server_with(OpensslCert::rsa(), "SRTP_AES128_CM_SHA1_80", |c| {
         c.sdp_fingerprints("sha256")
     });
-    // No shared (ECDSA) cipher suite: openssl answers handshake_failure (40).
-    assert_eq!(ep.state(), &State::Failed(FailReason::PeerAlert(40)));
-    assert!(ep.srtp_keys().is_none());
+    assert_keys_equal_openssl(&ep, &out, Some(Profile::AesCm128HmacSha1_80));
+    assert!(out.contains("ECDHE-RSA-"), "openssl served RSA:\n{out}");
+    let (ep, out) = against_s_client_with(OpensslCert::rsa(), "SRTP_AEAD_AES_128_GCM", |c| {
+        c.sdp_fingerprints("sha1")
+    });
+    assert_keys_equal_openssl(&ep, &out, Some(Profile::AeadAes128Gcm));
+    // And a wrong fingerprint still refuses the RSA peer with bad_certificate.
+    let other = OpensslCert::rsa();
+    let (ep, _, out) = against_s_server_with(OpensslCert::rsa(), "SRTP_AES128_CM_SHA1_80", |_| {
+        other.sdp_fingerprints("sha256")
+    });
+    assert_eq!(ep.state(), &State::Failed(FailReason::FingerprintMismatch));
+    assert!(
+        out.contains("alert bad certificate") || out.contains("alert number 42"),
+        "openssl saw our bad_certificate alert:\n{out}"
+    );
 }

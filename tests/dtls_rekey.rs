@@ -1,6 +1,6 @@
 //! Re-keying a DTLS-SRTP leg through ng, against the real daemon: party A keys with SDES
 //! (srtp-edge's SRTP engine as the UA), party B is offered DTLS-SRTP (`DTLS=passive`) and runs
-//! the handshake as the DTLS client (srtp-edge's sans-IO endpoint over dimpl; the interop of
+//! the handshake as the DTLS client (srtp-edge's sans-IO endpoint over OpenSSL; the interop of
 //! that endpoint with openssl and aiortc is tested in `dtls_openssl` and `dtls_relay`).
 //!
 //! - A re-key whose handshake never happens (peer silent after answering with a new

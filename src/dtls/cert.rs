@@ -3,11 +3,14 @@
 //!
 //! DTLS-SRTP certificates are self-signed and authenticated only by the fingerprint in the
 //! signaling (RFC 5763), so a fresh ECDSA P-256 key generated at start (rotated on every restart)
-//! is the default; an operator may configure one instead.
+//! is the default; an operator may configure one instead. Our own key is always ECDSA (small
+//! flights, fast signatures); peers may present ECDSA or RSA certificates.
 
 use std::fmt;
 use std::sync::Arc;
 
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SerialNumber};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -27,7 +30,7 @@ pub enum IdentityError {
     /// The key PEM holds no usable private key.
     #[error("DTLS private key PEM holds no usable private key")]
     Key,
-    /// The key is not ECDSA P-256 or P-384 (the DTLS library signs with ECDSA only).
+    /// The key is not ECDSA P-256 or P-384 (srtp-edge signs DTLS handshakes with ECDSA only).
     #[error("DTLS private key must be ECDSA P-256 or P-384")]
     KeyType,
     /// The certificate does not carry the key's public key.
@@ -44,7 +47,10 @@ pub struct DtlsIdentity {
 
 struct Inner {
     cert_der: Vec<u8>,
-    key_der: Zeroizing<Vec<u8>>,
+    /// The certificate and key parsed once for the DTLS engine (shared by every handshake;
+    /// OpenSSL wipes the private key when the last reference is freed).
+    x509: X509,
+    key: PKey<Private>,
     fingerprint: Fingerprint,
 }
 
@@ -67,10 +73,8 @@ impl DtlsIdentity {
         );
         params.distinguished_name = dn;
         let cert = params.self_signed(&key).map_err(gen)?;
-        Ok(Self::from_parts(
-            cert.der().to_vec(),
-            Zeroizing::new(key.serialize_der()),
-        ))
+        Self::from_parts(cert.der().to_vec(), Zeroizing::new(key.serialize_der()))
+            .map_err(|e| IdentityError::Generate(e.to_string()))
     }
 
     /// Loads a configured certificate (first PEM CERTIFICATE block) and its ECDSA private key
@@ -95,21 +99,25 @@ impl DtlsIdentity {
         if !cert.as_ref().windows(public.len()).any(|w| w == public) {
             return Err(IdentityError::Mismatch);
         }
-        Ok(Self::from_parts(
-            cert.as_ref().to_vec(),
-            Zeroizing::new(key.serialize_der()),
-        ))
+        Self::from_parts(cert.as_ref().to_vec(), Zeroizing::new(key.serialize_der()))
     }
 
-    fn from_parts(cert_der: Vec<u8>, key_der: Zeroizing<Vec<u8>>) -> DtlsIdentity {
+    /// Parses the certificate and PKCS#8 key for the DTLS engine.
+    fn from_parts(
+        cert_der: Vec<u8>,
+        key_der: Zeroizing<Vec<u8>>,
+    ) -> Result<DtlsIdentity, IdentityError> {
+        let x509 = X509::from_der(&cert_der).map_err(|_| IdentityError::Certificate)?;
+        let key = PKey::private_key_from_der(&key_der).map_err(|_| IdentityError::Key)?;
         let fingerprint = Fingerprint::of_certificate(HashFunction::Sha256, &cert_der);
-        DtlsIdentity {
+        Ok(DtlsIdentity {
             inner: Arc::new(Inner {
                 cert_der,
-                key_der,
+                x509,
+                key,
                 fingerprint,
             }),
-        }
+        })
     }
 
     /// The certificate, DER.
@@ -127,12 +135,14 @@ impl DtlsIdentity {
         self.inner.fingerprint.to_string()
     }
 
-    /// The certificate and key in the form the DTLS library takes (a copy per handshake).
-    pub(crate) fn dimpl_certificate(&self) -> dimpl::DtlsCertificate {
-        dimpl::DtlsCertificate {
-            certificate: self.inner.cert_der.clone(),
-            private_key: self.inner.key_der.to_vec(),
-        }
+    /// The certificate as the DTLS engine takes it.
+    pub(crate) fn x509(&self) -> &X509 {
+        &self.inner.x509
+    }
+
+    /// The private key as the DTLS engine takes it.
+    pub(crate) fn private_key(&self) -> &PKey<Private> {
+        &self.inner.key
     }
 }
 

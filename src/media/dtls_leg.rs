@@ -241,7 +241,13 @@ impl DtlsLeg {
                 self.keyed = true;
                 self.in_use = Some((p, self.endpoint.peer_fingerprint_hash()));
                 metrics::counter!(DTLS_HANDSHAKES, "result" => "ok").increment(1);
-                tracing::info!(profile = %p, %peer, "DTLS-SRTP handshake complete");
+                tracing::info!(
+                    profile = %p,
+                    %peer,
+                    cipher = self.endpoint.cipher().unwrap_or("-"),
+                    peer_key = self.endpoint.peer_key().unwrap_or("-"),
+                    "DTLS-SRTP handshake complete"
+                );
                 DtlsOutcome::Keyed {
                     inbound: Box::new(inbound),
                     outbound: Box::new(outbound),
