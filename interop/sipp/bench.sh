@@ -12,7 +12,9 @@
 # 200) percentiles from its -trace_rtt file, the TLS handshakes the proxy saw (srtp-edge: the
 # srtp_edge_tls_handshakes_total{listener="sip"} delta on /metrics; both: stunnel client log lines,
 # split into new sessions and resumed ones) and the CPU seconds used by the proxy, by stunnel's
-# client side and by SIPp (the client-side handshakes in stunnel compete for the same 2 cores).
+# client side and by SIPp (the client-side handshakes in stunnel compete for the same 2 cores, and
+# SIPp 3.6 in -t tn mode itself needs most of a core from about 400 calls/s: watch its figure
+# before blaming the proxy).
 # Kamailio does no media anchoring (the SDP passes untouched: no keys generated, no ports
 # opened); srtp-edge rewrites the SDP with new SDES keys per leg and opens 4 media ports per call.
 # Then, unless SWEEP is empty, srtp-edge alone at increasing rates in SWEEP_MODE (default
