@@ -139,7 +139,12 @@ run() {
     -nostdin -timeout 300s -trace_rtt -rtt_freq 1 "127.0.0.1:$3" < /dev/null > uac.log 2>&1 &
   SIPP=$!
   SC=0
-  while kill -0 "$SIPP" 2>/dev/null; do SC=$(cpu "$SIPP"); sleep 0.5; done
+  # $SIPP is timeout(1); SIPp is its child, counted while it lives (keep the last figure seen).
+  while kill -0 "$SIPP" 2>/dev/null; do
+    SN=$(cpu "$SIPP")
+    SC=$(awk -v a="$SN" -v b="$SC" 'BEGIN { print (a > b) ? a : b }')
+    sleep 0.5
+  done
   wait "$SIPP" || true
   END=$(date +%s.%N)
   sleep 0.5
