@@ -293,3 +293,47 @@ fn trunk_by_client_certificate() {
     pbx.send(simple("REGISTER", edge.sip, local, "pbx2").as_bytes());
     pbx.expect_status(405, T);
 }
+
+/// A source outside every trunk may hold 256 connections; a trunk's source (one SBC opening a
+/// TLS connection per call) may hold many more.
+#[test]
+fn connections_per_source_trunk_and_stranger() {
+    const STRANGER_CAP: usize = 256;
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let cfg = common::client(common::roots_from(&ca), &[&rustls::version::TLS13]);
+
+    let stranger = start_edge(dir.path(), "10.0.0.0/8", "");
+    let mut held = Vec::new();
+    for i in 0..STRANGER_CAP {
+        match common::connect(cfg.clone(), stranger.sip) {
+            Ok(s) => held.push(s),
+            Err(e) => panic!("connection {i} of a stranger refused below the cap: {e}"),
+        }
+    }
+    assert!(
+        common::connect(cfg.clone(), stranger.sip).is_err(),
+        "connection {} of a stranger accepted",
+        STRANGER_CAP + 1
+    );
+    drop(held);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    certs(dir2.path());
+    let ca2 = dir2.path().join("ca.pem");
+    let cfg2 = common::client(common::roots_from(&ca2), &[&rustls::version::TLS13]);
+    let trunk = start_edge(dir2.path(), "127.0.0.0/8", "");
+    let mut held = Vec::new();
+    for i in 0..STRANGER_CAP + 64 {
+        match common::connect(cfg2.clone(), trunk.sip) {
+            Ok(s) => held.push(s),
+            Err(e) => panic!("trunk connection {i} refused: {e}"),
+        }
+    }
+    // The last connection carries SIP.
+    let mut c = SipClient::connect(trunk.sip, &ca2);
+    let local = c.local();
+    c.send(simple("OPTIONS", trunk.sip, local, "many").as_bytes());
+    c.expect_status(200, T);
+}

@@ -41,8 +41,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Connect + handshake limit towards a route target.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Open connections per source address.
+/// Open connections per source address that is no trunk.
 const MAX_CONNS_PER_SOURCE: usize = 256;
+/// Open connections per source address inside a trunk's `from` prefixes: a trunk (an SBC, a
+/// carrier, a PBX farm behind one address) may open a TLS connection per call, so it needs about
+/// as many connections as it has calls up; the bound still stops an unbounded leak.
+const MAX_CONNS_PER_TRUNK_SOURCE: usize = 16 * 1024;
 /// Requests per second per source address by default (token bucket rate, burst twice that).
 const REQUESTS_PER_SEC: f64 = 1000.0;
 /// Messages queued per inbound connection from a source that is no trunk (it only ever gets
@@ -214,6 +218,11 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         }
     }
 
+    /// True when `ip` is inside a trunk's `from` prefixes.
+    fn is_trunk_source(&self, ip: IpAddr) -> bool {
+        self.trunk_sources.iter().any(|n| n.contains(ip))
+    }
+
     fn open_source(&self, ip: IpAddr) -> bool {
         let mut s = lock(&self.sources);
         let b = s.entry(ip).or_insert(Bucket {
@@ -221,7 +230,12 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             at: Instant::now(),
             conns: 0,
         });
-        if b.conns >= MAX_CONNS_PER_SOURCE {
+        let cap = if self.is_trunk_source(ip) {
+            MAX_CONNS_PER_TRUNK_SOURCE
+        } else {
+            MAX_CONNS_PER_SOURCE
+        };
+        if b.conns >= cap {
             return false;
         }
         b.conns += 1;
@@ -491,7 +505,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             tracing::debug!(trunk = t, "client certificate identifies a trunk");
             self.with_core(|c| c.conn_identified(id, t));
         }
-        let is_trunk = trunk.is_some() || self.trunk_sources.iter().any(|n| n.contains(ip));
+        let is_trunk = trunk.is_some() || self.is_trunk_source(ip);
         let (tx, rx) = mpsc::channel(if is_trunk { ROUTE_QUEUE } else { QUEUE });
         lock(&self.conns).insert(id, tx.clone());
         self.pump(tls, Peer::Conn(id), ip, tx, rx, stop).await;
