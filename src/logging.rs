@@ -5,6 +5,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Library warnings any peer can trigger on every TLS handshake (rustls warns about each
+/// IP-address SNI, which stunnel and many SBCs send: 13 000 lines in one bench run), kept to
+/// errors so a peer cannot flood the log; failed handshakes are counted in metrics instead.
+const PEER_FLOOD_DIRECTIVES: &[&str] = &["rustls::msgs::handshake=error"];
+
 /// Installs the global subscriber. Lines go to stderr, which journald captures under systemd
 /// (timestamps are then left to journald).
 pub fn init(cfg: &LogConfig) {
@@ -14,7 +19,10 @@ pub fn init(cfg: &LogConfig) {
         .parse(&directive)
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Whatever the level, libraries that would log audio frames or secrets stay quiet.
-    for d in crate::fork::LOG_DIRECTIVES {
+    for d in crate::fork::LOG_DIRECTIVES
+        .iter()
+        .chain(PEER_FLOOD_DIRECTIVES)
+    {
         if let Ok(d) = d.parse() {
             filter = filter.add_directive(d);
         }
