@@ -23,6 +23,8 @@
 //! [--modes reuse,percall,percall-full] [--only srtp-edge|kamailio]
 //! [--sweep 300,400,600,800 [--sweep-mode percall]]`
 //!
+//! `SIP_LOAD_KEEP=1` keeps each proxy's config and log.
+//!
 //! `--sweep`: after the comparison, each proxy alone at increasing rates (10 s of calls each) to
 //! the highest with no failed call, setup p99 < 20 ms and 95 % of the rate achieved.
 //!
@@ -777,13 +779,23 @@ struct Proc {
     child: Child,
     sip: SocketAddr,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // SIP_LOAD_KEEP=1 keeps the proxy's config and log.
+        if std::env::var_os("SIP_LOAD_KEEP").is_some() {
+            if let Some(d) = self.dir.take() {
+                println!(
+                    "{} config and log kept in {}",
+                    self.name,
+                    d.keep().display()
+                );
+            }
+        }
     }
 }
 
@@ -848,7 +860,7 @@ fn start_srtp_edge(c: &Certs, uas: SocketAddr) -> Result<Proc, String> {
         child,
         sip,
         log,
-        _dir: dir,
+        dir: Some(dir),
     };
     wait_tcp(&mut p)?;
     Ok(p)
@@ -907,7 +919,7 @@ fn start_kamailio(c: &Certs, uas: SocketAddr) -> Result<Proc, String> {
         child,
         sip: format!("127.0.0.1:{port}").parse().unwrap(),
         log,
-        _dir: dir,
+        dir: Some(dir),
     };
     wait_tcp(&mut p)?;
     Ok(p)
