@@ -16,6 +16,10 @@
 //! handshake (as SIPp + stunnel measured it in `interop/sipp/bench.sh`). The proxies keep their
 //! own connection to the UAS in both modes, as a trunk connection is kept.
 //!
+//! ACK and BYE go on the call's connection to the 200's Contact without a Route set (as SIPp's
+//! `uac_call.xml` does): srtp-edge is the B2BUA's Contact itself, and `bench.cfg` relays
+//! in-dialog requests without a Route to the one target.
+//!
 //! Kamailio does no media anchoring (no keys generated, no ports opened, SDP relayed as is);
 //! srtp-edge rewrites each SDP with its own SDES keys per leg and opens 4 media ports per call.
 //!
