@@ -37,6 +37,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -788,6 +789,16 @@ struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Each proxy runs in its own process group (kamailio forks workers that a kill of the
+        // main process alone would orphan): SIGTERM to the group, then SIGKILL if still there.
+        let pg = self.child.id() as libc::pid_t;
+        unsafe { libc::kill(-pg, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        unsafe { libc::kill(-pg, libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
         // SIP_LOAD_KEEP=1 keeps the proxy's config and log.
@@ -854,6 +865,7 @@ fn start_srtp_edge(c: &Certs, uas: SocketAddr) -> Result<Proc, String> {
     let child = Command::new(env!("CARGO_BIN_EXE_srtp-edge"))
         .args(["run", "-c"])
         .arg(&path)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
@@ -913,6 +925,7 @@ fn start_kamailio(c: &Certs, uas: SocketAddr) -> Result<Proc, String> {
         .arg(dir.path())
         .arg("-P")
         .arg(dir.path().join("kamailio.pid"))
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
