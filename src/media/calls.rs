@@ -741,19 +741,10 @@ impl Calls {
                     ice: Some(ice),
                     failed: true,
                     ..
-                }) => (
-                    ice.clone(),
-                    TlsId::generate()
-                        .map_err(|_| PolicyError::KeyGen)?
-                        .as_str()
-                        .to_string(),
-                ),
+                }) => (ice.clone(), new_tls_id()?),
                 _ => (
                     IceCredentials::generate().map_err(|_| PolicyError::KeyGen)?,
-                    TlsId::generate()
-                        .map_err(|_| PolicyError::KeyGen)?
-                        .as_str()
-                        .to_string(),
+                    new_tls_id()?,
                 ),
             };
             let plan = DtlsPlan {
@@ -1682,10 +1673,7 @@ impl Calls {
         };
         let tls_id = match kept {
             Some(k) => k.ours_tls_id.clone(),
-            None => TlsId::generate()
-                .map_err(|_| PolicyError::KeyGen)?
-                .as_str()
-                .to_string(),
+            None => new_tls_id()?,
         };
         let plan = DtlsPlan {
             local: LocalMedia {
@@ -1744,6 +1732,14 @@ pub fn offer_keys_with_dtls(sdp: &[u8]) -> bool {
         .ok()
         .and_then(|info| info.media.into_iter().find(|m| m.accepted))
         .is_some_and(|m| keys_with_dtls(&m))
+}
+
+/// A fresh `a=tls-id` for a new DTLS association (RFC 8842), as SDP text.
+fn new_tls_id() -> Result<String, PolicyError> {
+    Ok(TlsId::generate()
+        .map_err(|_| PolicyError::KeyGen)?
+        .as_str()
+        .to_string())
 }
 
 /// Seconds since the Unix epoch, for ng replies.
