@@ -27,11 +27,11 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::codec::G711;
 use super::config::ForkBackendConfig;
-use super::metrics as m;
 use super::playout::{PlayItem, FRAME_SAMPLES};
 use super::protocol::{self, CallMeta, Protocol, Track};
 use super::session::{Action, ForkSession, Outgoing, SessionParams};
 use crate::config::{TlsConfig, TlsMinVersion};
+use crate::metrics as m;
 
 /// Longest RTP payload accepted from the media worker (40 ms of G.711); longer ones are dropped
 /// and counted, which keeps the hand-off queue's memory fixed.
@@ -471,25 +471,25 @@ impl Metrics {
     fn new(backend: &str) -> Metrics {
         let b = backend.to_string();
         Metrics {
-            sent: metrics::counter!(m::FRAMES_SENT, "backend" => b.clone()),
-            bytes: metrics::counter!(m::BYTES_SENT, "backend" => b.clone()),
-            received: metrics::counter!(m::FRAMES_RECEIVED, "backend" => b.clone()),
-            queue_full: metrics::counter!(m::FRAMES_DROPPED, "backend" => b.clone(), "reason" => "queue_full"),
-            playout_full: metrics::counter!(m::FRAMES_DROPPED, "backend" => b.clone(), "reason" => "playout_full"),
-            oversize: metrics::counter!(m::FRAMES_DROPPED, "backend" => b.clone(), "reason" => "oversize"),
-            reconnects: metrics::counter!(m::RECONNECTS, "backend" => b.clone()),
-            active: metrics::gauge!(m::SESSIONS_ACTIVE),
+            sent: metrics::counter!(m::FORK_FRAMES_SENT, "backend" => b.clone()),
+            bytes: metrics::counter!(m::FORK_BYTES_SENT, "backend" => b.clone()),
+            received: metrics::counter!(m::FORK_FRAMES_RECEIVED, "backend" => b.clone()),
+            queue_full: metrics::counter!(m::FORK_FRAMES_DROPPED, "backend" => b.clone(), "reason" => "queue_full"),
+            playout_full: metrics::counter!(m::FORK_FRAMES_DROPPED, "backend" => b.clone(), "reason" => "playout_full"),
+            oversize: metrics::counter!(m::FORK_FRAMES_DROPPED, "backend" => b.clone(), "reason" => "oversize"),
+            reconnects: metrics::counter!(m::FORK_RECONNECTS, "backend" => b.clone()),
+            active: metrics::gauge!(m::FORK_SESSIONS_ACTIVE),
             backend: b,
         }
     }
 
     fn error(&self, reason: &'static str) {
-        metrics::counter!(m::ERRORS, "backend" => self.backend.clone(), "reason" => reason)
+        metrics::counter!(m::FORK_ERRORS, "backend" => self.backend.clone(), "reason" => reason)
             .increment(1);
     }
 
     fn close(&self, code: u16) {
-        metrics::counter!(m::BACKEND_CLOSES, "backend" => self.backend.clone(), "code" => code.to_string())
+        metrics::counter!(m::FORK_BACKEND_CLOSES, "backend" => self.backend.clone(), "code" => code.to_string())
             .increment(1);
     }
 }
