@@ -8,7 +8,10 @@
 //! A, AES_CM_128_HMAC_SHA1_32 on B), so both relays must really decrypt and re-encrypt.
 //!
 //! Run: `cargo bench --bench relay_load -- [--calls 100,500,1000] [--secs 10]
-//! [--only srtp-edge|rtpengine]`
+//! [--only srtp-edge|rtpengine] [--srtp-edge-bin PATH]`
+//!
+//! It also measures the machine's floor in the same run: a saturated plain UDP echo (recvfrom +
+//! sendto per packet, no crypto), before and after the relays, and prints srtp-edge / floor.
 //!
 //! The ng client, the SDP scanning and the bencode codec here are deliberately independent of
 //! srtp-edge's own (a few lines each), so the harness also checks that srtp-edge speaks ng the way
@@ -256,7 +259,7 @@ fn wait_ng(ng: SocketAddr, child: &mut Child) -> Result<(), String> {
     Err("relay did not answer ng ping".into())
 }
 
-fn start_srtp_edge(workers: usize) -> Result<Relay, String> {
+fn start_srtp_edge(workers: usize, bin: &str) -> Result<Relay, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ng: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
     let cfg = format!(
@@ -268,7 +271,7 @@ fn start_srtp_edge(workers: usize) -> Result<Relay, String> {
     );
     let path = dir.path().join("srtp-edge.toml");
     std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_srtp-edge"))
+    let mut child = Command::new(bin)
         .args(["run", "-c"])
         .arg(&path)
         .stdout(Stdio::null())
@@ -348,6 +351,75 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine's floor: a plain UDP echo on loopback (one recvfrom + one sendto per packet, no
+// crypto, never idle), measured in this process in the same run as the relays.
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux supports.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// CPU µs per packet of a saturated UDP echo: a client keeps `WINDOW` 192-byte datagrams in
+/// flight to an echo thread that receives and sends each back, for `secs` seconds. The echo
+/// thread's own CPU time (which includes waking the client, as a relay's sends do) divided by
+/// the packets it echoed.
+fn udp_echo_floor(secs: f64) -> Result<(f64, u64), String> {
+    const WINDOW: usize = 32;
+    let echo = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let echo_addr = echo.local_addr().map_err(|e| e.to_string())?;
+    echo.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let (mut n, mut cpu0) = (0u64, None);
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((len, src)) = echo.recv_from(&mut buf) {
+                    // Start the clock at the first packet: the thread's start-up is not counted.
+                    cpu0.get_or_insert_with(thread_cpu_secs);
+                    if echo.send_to(&buf[..len], src).is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+            (thread_cpu_secs() - cpu0.unwrap_or(0.0), n)
+        })
+    };
+    let client = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    let pkt = [0x80u8; 192];
+    let mut buf = [0u8; 2048];
+    for _ in 0..WINDOW {
+        let _ = client.send_to(&pkt, echo_addr);
+    }
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < secs {
+        match client.recv_from(&mut buf) {
+            Ok(_) => {
+                let _ = client.send_to(&pkt, echo_addr);
+            }
+            // A datagram lost on the way: put one back in flight.
+            Err(_) => {
+                let _ = client.send_to(&pkt, echo_addr);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (cpu, n) = server.join().map_err(|_| "echo thread panicked")?;
+    Ok((cpu * 1e6 / n.max(1) as f64, n))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,15 +636,28 @@ fn main() {
         .and_then(|x| x.parse().ok())
         .unwrap_or(if test_mode { 1 } else { 10 });
     let only = arg("--only");
+    // Another build of srtp-edge (an older commit, to compare in one run); default: this one.
+    let bin = arg("--srtp-edge-bin").unwrap_or_else(|| env!("CARGO_BIN_EXE_srtp-edge").into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut results: Vec<Outcome> = Vec::new();
+    let floor_secs = if test_mode { 0.2 } else { 2.0 };
+    let mut floors = Vec::new();
+    match udp_echo_floor(floor_secs) {
+        Ok((us, n)) => {
+            println!(
+                "udp-echo floor: {us:.2}µs/pkt ({n} packets, saturated recvfrom+sendto, no crypto)"
+            );
+            floors.push(us);
+        }
+        Err(e) => eprintln!("udp-echo floor: {e}"),
+    }
     for &n in &calls {
         for which in ["srtp-edge", "rtpengine"] {
             if only.as_deref().is_some_and(|o| o != which) {
                 continue;
             }
             let relay = if which == "srtp-edge" {
-                start_srtp_edge(cores)
+                start_srtp_edge(cores, &bin)
             } else {
                 start_rtpengine(cores)
             };
@@ -605,12 +690,24 @@ fn main() {
             }
         }
     }
+    if let Ok((us, n)) = udp_echo_floor(floor_secs) {
+        println!("udp-echo floor (again, after the relays): {us:.2}µs/pkt ({n} packets)");
+        floors.push(us);
+    }
+    // The lower of the two: the floor is what the machine can do when it is least disturbed.
+    let floor = floors.iter().copied().fold(f64::NAN, f64::min);
     for &n in &calls {
         let get = |name| results.iter().find(|o| o.relay == name && o.calls == n);
         if let (Some(a), Some(b)) = (get("srtp-edge"), get("rtpengine")) {
             println!(
                 "calls={n}: rtpengine/srtp-edge CPU per packet = {:.2}x",
                 b.cpu_us_per_packet / a.cpu_us_per_packet.max(1e-9)
+            );
+        }
+        if let Some(a) = get("srtp-edge") {
+            println!(
+                "calls={n}: srtp-edge / udp-echo floor = {:.2}x",
+                a.cpu_us_per_packet / floor
             );
         }
     }

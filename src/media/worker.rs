@@ -3,23 +3,26 @@
 //! One thread per core. Both legs of a call live on the same worker. The loop waits in
 //! `epoll_wait` (level-triggered, so one `recvfrom` per readiness event and no extra call that
 //! only returns EAGAIN), relays each datagram in place in a preallocated buffer, and sends it with
-//! `sendto`. Nothing is allocated per packet; the only shared state the hot path touches is this
-//! worker's own relaxed atomic counters. The control plane talks to the worker through a channel
-//! and an eventfd wake-up, processed between batches; the worker never waits on signaling, the
-//! fork or the disk.
+//! `sendto`. Under load it pauses briefly after each busy wake-up ([`super::batch`]) so that one
+//! wake-up relays many packets. Nothing is allocated per packet; the only shared state the hot
+//! path touches is this worker's own relaxed atomic counters. The control plane talks to the
+//! worker through a channel and an eventfd wake-up, processed between batches; the worker never
+//! waits on signaling, the fork or the disk. The system calls live in [`super::sys`].
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::batch::Batcher;
 use super::demux::{self, Kind};
 use super::dtls_leg::{DtlsInfo, DtlsLeg, DtlsOutcome};
 use super::relay::{self, Drop, Leg};
+use super::sys::{self, Epoll, EventFd};
 use crate::dtls::FailReason;
 use crate::fork::codec::{transcode_in_place, G711};
 use crate::fork::{ForkEvent, ForkHandle, ForkStats, Track};
@@ -33,6 +36,8 @@ const TAG_ROOM: usize = 64;
 const EVENTS: usize = 256;
 /// Token of the wake-up eventfd.
 const WAKE: u64 = u64::MAX;
+/// The pause after a busy wake-up under load (see [`super::batch`]).
+const BATCH_PAUSE: Duration = Duration::from_micros(200);
 /// The fork clock: playout frames and fork events are handled every 20 ms while a fork exists.
 const FORK_TICK: Duration = Duration::from_millis(20);
 /// A G.711 frame of 20 ms.
@@ -65,6 +70,8 @@ pub struct WorkerStats {
     pub dtls_failed: AtomicU64,
     /// Re-key handshakes that failed while the leg kept its previous keys.
     pub dtls_rekey_failed: AtomicU64,
+    /// `epoll_wait` calls that failed (each one is followed by a back-off).
+    pub wait_errors: AtomicU64,
 }
 
 /// Re-key handshakes that failed while the leg kept its previous keys, by reason.
@@ -340,7 +347,7 @@ struct Slot {
 #[derive(Clone)]
 pub struct WorkerHandle {
     tx: Sender<Command>,
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
     /// This worker's counters.
     pub stats: Arc<WorkerStats>,
 }
@@ -351,15 +358,7 @@ impl WorkerHandle {
         self.tx
             .send(cmd)
             .map_err(|_| "media worker has stopped".to_string())?;
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a valid u64 to an eventfd we own.
-        let _ = unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        self.wake.signal();
         Ok(())
     }
 
@@ -375,51 +374,6 @@ impl WorkerHandle {
     }
 }
 
-struct Epoll(OwnedFd);
-
-impl Epoll {
-    fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall; the returned fd is checked and then owned.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a freshly created, valid descriptor nobody else owns.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: valid epoll fd, valid target fd, pointer to a live epoll_event.
-        let r = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
-        // SAFETY: the buffer is valid for `events.len()` entries.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.0.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as libc::c_int,
-                timeout_ms,
-            )
-        };
-        if n < 0 {
-            0
-        } else {
-            n as usize
-        }
-    }
-}
-
 fn token(slot: usize, leg: usize, rtcp: bool) -> u64 {
     ((slot as u64) << 2) | ((leg as u64) << 1) | u64::from(rtcp)
 }
@@ -431,14 +385,8 @@ pub fn spawn(
     events: tokio::sync::mpsc::UnboundedSender<Event>,
 ) -> io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
     let epoll = Epoll::new()?;
-    // SAFETY: plain syscall; the returned fd is checked and then owned.
-    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if efd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: efd is a freshly created, valid descriptor nobody else owns.
-    let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
-    epoll.ctl(libc::EPOLL_CTL_ADD, wake.as_raw_fd(), WAKE)?;
+    let wake = Arc::new(EventFd::new()?);
+    epoll.add(wake.as_raw_fd(), WAKE)?;
     let (tx, rx) = mpsc::channel();
     let stats = Arc::new(WorkerStats::default());
     let handle = WorkerHandle {
@@ -447,6 +395,8 @@ pub fn spawn(
         stats: stats.clone(),
     };
     let join = std::thread::Builder::new().name(name).spawn(move || {
+        // The batching pause is 200 µs: the default 50 µs of timer slack would stretch it.
+        sys::set_timer_slack(Duration::from_micros(20));
         let mut w = Worker {
             epoll,
             wake,
@@ -459,6 +409,8 @@ pub fn spawn(
             by_key: HashMap::new(),
             forks: 0,
             handshaking: Vec::new(),
+            batch: Batcher::new(BATCH_PAUSE),
+            wait_failing: 0,
         };
         w.run();
     })?;
@@ -467,7 +419,7 @@ pub fn spawn(
 
 struct Worker {
     epoll: Epoll,
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
     rx: Receiver<Command>,
     stats: Arc<WorkerStats>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
@@ -479,11 +431,15 @@ struct Worker {
     forks: usize,
     /// Slots with a DTLS handshake running (their timers fold into the epoll timeout).
     handshaking: Vec<usize>,
+    /// The pause after busy wake-ups.
+    batch: Batcher,
+    /// Consecutive failed waits (0: the last wait worked).
+    wait_failing: u32,
 }
 
 impl Worker {
     fn run(&mut self) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let mut events = vec![sys::Event::EMPTY; EVENTS];
         let mut buf = vec![0u8; BUF + TAG_ROOM];
         let mut last_sweep = Instant::now();
         let mut next_tick = Instant::now() + FORK_TICK;
@@ -496,18 +452,19 @@ impl Worker {
                 (left.as_micros().div_ceil(1000)).min(250) as i32
             };
             let wait_ms = self.dtls_wait_ms(Instant::now(), fork_ms);
-            let n = self.epoll.wait(&mut events, wait_ms);
+            let n = self.wait(&mut events, wait_ms);
             let mut woken = false;
             // One clock read per batch: good enough for a timeout measured in seconds.
             let now = Instant::now();
             for ev in &events[..n] {
-                let t = ev.u64;
+                let t = ev.token();
                 if t == WAKE {
                     woken = true;
                     continue;
                 }
                 self.on_readable(t, &mut buf, now);
             }
+            let packets = (n - usize::from(woken)) as u64;
             if woken {
                 let had_forks = self.forks;
                 self.drain_wake();
@@ -535,6 +492,37 @@ impl Worker {
             if now.duration_since(last_sweep) >= Duration::from_secs(1) {
                 last_sweep = now;
                 self.sweep(now);
+            }
+            if let Some(pause) = self.batch.after_wake(now, packets) {
+                std::thread::sleep(pause);
+            }
+        }
+    }
+
+    /// One `epoll_wait`. A failure is counted, logged when it starts and when it ends, and
+    /// followed by a back-off doubling from 1 ms to 1 s, so a persistent error (which would
+    /// otherwise return at once, forever) neither spins a core nor floods the log.
+    fn wait(&mut self, events: &mut [sys::Event], timeout_ms: i32) -> usize {
+        match self.epoll.wait(events, timeout_ms) {
+            Ok(n) => {
+                if self.wait_failing > 0 {
+                    tracing::warn!(
+                        failures = self.wait_failing,
+                        "media worker: epoll_wait works again"
+                    );
+                    self.wait_failing = 0;
+                }
+                n
+            }
+            Err(e) => {
+                self.stats.wait_errors.fetch_add(1, Ordering::Relaxed);
+                if self.wait_failing == 0 {
+                    tracing::error!(error = %e, "media worker: epoll_wait failed; backing off");
+                }
+                let backoff = Duration::from_millis(1 << self.wait_failing.min(10));
+                self.wait_failing = self.wait_failing.saturating_add(1);
+                std::thread::sleep(backoff.min(Duration::from_secs(1)));
+                0
             }
         }
     }
@@ -616,15 +604,7 @@ impl Worker {
     }
 
     fn drain_wake(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
-        let _ = unsafe {
-            libc::read(
-                self.wake.as_raw_fd(),
-                (&mut v as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        self.wake.drain();
     }
 
     /// Applies queued commands; returns false on shutdown.
@@ -682,16 +662,11 @@ impl Worker {
             self.slots.len() - 1
         });
         for (l, setup) in legs.iter().enumerate() {
-            let _ = self.epoll.ctl(
-                libc::EPOLL_CTL_ADD,
-                setup.rtp.as_raw_fd(),
-                token(i, l, false),
-            );
-            let _ = self.epoll.ctl(
-                libc::EPOLL_CTL_ADD,
-                setup.rtcp.as_raw_fd(),
-                token(i, l, true),
-            );
+            for (sock, rtcp) in [(&setup.rtp, false), (&setup.rtcp, true)] {
+                if let Err(e) = self.epoll.add(sock.as_raw_fd(), token(i, l, rtcp)) {
+                    tracing::error!(error = %e, "media worker: cannot watch a media socket");
+                }
+            }
         }
         self.slots[i] = Some(Slot {
             key,
@@ -934,12 +909,8 @@ impl Worker {
         let i = self.by_key.remove(&key)?;
         let slot = self.slots.get_mut(i)?.take()?;
         for setup in &slot.legs {
-            let _ = self
-                .epoll
-                .ctl(libc::EPOLL_CTL_DEL, setup.rtp.as_raw_fd(), 0);
-            let _ = self
-                .epoll
-                .ctl(libc::EPOLL_CTL_DEL, setup.rtcp.as_raw_fd(), 0);
+            let _ = self.epoll.delete(setup.rtp.as_raw_fd());
+            let _ = self.epoll.delete(setup.rtcp.as_raw_fd());
         }
         self.free.push(i);
         self.stats.calls.fetch_sub(1, Ordering::Relaxed);
