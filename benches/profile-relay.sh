@@ -3,7 +3,7 @@
 # cpu-clock samples with call graphs: user vs kernel, SRTP vs syscalls vs scheduling) and what it
 # does per packet (perf stat: system calls, context switches, wake-ups it causes).
 #
-# Usage: benches/profile-relay.sh srtp-edge|rtpengine [CALLS] [SECS] [RELAY_LOAD_BIN]
+# Usage: benches/profile-relay.sh srtp-edge|rtpengine [CALLS] [SECS] [RELAY_LOAD_BIN] [ARGS...]
 #   RELAY_LOAD_BIN defaults to the newest target/release/deps/relay_load-*; build it with
 #   `cargo bench --bench relay_load --no-run`. Output: a summary on stdout, the perf data and
 #   reports under $OUT (default /tmp/profile-relay-<relay>-<calls>).
@@ -14,12 +14,13 @@ relay=${1:?srtp-edge or rtpengine}
 calls=${2:-300}
 secs=${3:-8}
 bin=${4:-$(ls -t target/release/deps/relay_load-* 2>/dev/null | grep -v '\.d$' | head -1)}
+shift $(( $# < 4 ? $# : 4 ))   # the rest goes to relay_load (e.g. --srtp-edge-bin PATH)
 out=${OUT:-/tmp/profile-relay-$relay-$calls}
 mkdir -p "$out"
 [ -x "$bin" ] || { echo "no relay_load binary (cargo bench --bench relay_load --no-run)"; exit 1; }
 
 # The load runs for the profile window plus its own 2 s warm-up and set-up.
-"$bin" --bench --calls "$calls" --secs $((secs + 6)) --only "$relay" >"$out/bench.txt" 2>&1 &
+"$bin" --bench --calls "$calls" --secs $((secs + 6)) --only "$relay" "$@" >"$out/bench.txt" 2>&1 &
 bench=$!
 trap 'kill $bench 2>/dev/null || true' EXIT
 # Find the relay process the bench started (a child of the bench).

@@ -75,6 +75,10 @@ impl Engine {
             let (h, j) = worker::spawn(
                 format!("srtp-edge-media-{i}"),
                 Duration::from_secs(u64::from(cfg.timeout_secs)),
+                worker::IoOptions {
+                    io_uring: cfg.io_uring,
+                    batch_pause: Duration::from_micros(u64::from(cfg.batch_pause_us)),
+                },
                 tx.clone(),
             )?;
             workers.push(h);

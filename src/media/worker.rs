@@ -1,13 +1,16 @@
 //! A media worker thread: owns the sockets and legs of its calls and runs the hot path.
 //!
 //! One thread per core. Both legs of a call live on the same worker. The loop waits in
-//! `epoll_wait` (level-triggered, so one `recvfrom` per readiness event and no extra call that
-//! only returns EAGAIN), relays each datagram in place in a preallocated buffer, and sends it with
-//! `sendto`. Under load it pauses briefly after each busy wake-up ([`super::batch`]) so that one
-//! wake-up relays many packets. Nothing is allocated per packet; the only shared state the hot
-//! path touches is this worker's own relaxed atomic counters. The control plane talks to the
-//! worker through a channel and an eventfd wake-up, processed between batches; the worker never
-//! waits on signaling, the fork or the disk. The system calls live in [`super::sys`].
+//! `epoll_wait` (level-triggered) for readable sockets; with io_uring (the default where the
+//! kernel has it) it reads all of them with one submission into the ring's buffers, relays each
+//! datagram in place there and sends them all with one more submission ([`sys::BatchRing`]);
+//! without, it reads each with `recvfrom` and sends with `sendto`. Under load it pauses briefly
+//! after each busy wake-up ([`super::batch`]) so that one wake-up relays many packets. Nothing
+//! is allocated per packet; the only shared state the hot path touches is this worker's own
+//! relaxed atomic counters. The control plane talks to the worker through a channel and an
+//! eventfd wake-up, processed between batches; the worker never waits on signaling, the fork or
+//! the disk. The system calls live in [`super::sys`]; how much each step costs is in
+//! benches/README.md.
 
 use std::collections::HashMap;
 use std::io;
@@ -22,7 +25,7 @@ use super::batch::Batcher;
 use super::demux::{self, Kind};
 use super::dtls_leg::{DtlsInfo, DtlsLeg, DtlsOutcome};
 use super::relay::{self, Drop, Leg};
-use super::sys::{self, Epoll, EventFd};
+use super::sys::{self, BatchRing, Epoll, EventFd};
 use crate::dtls::FailReason;
 use crate::fork::codec::{transcode_in_place, G711};
 use crate::fork::{ForkEvent, ForkHandle, ForkStats, Track};
@@ -36,8 +39,6 @@ const TAG_ROOM: usize = 64;
 const EVENTS: usize = 256;
 /// Token of the wake-up eventfd.
 const WAKE: u64 = u64::MAX;
-/// The pause after a busy wake-up under load (see [`super::batch`]).
-const BATCH_PAUSE: Duration = Duration::from_micros(200);
 /// The fork clock: playout frames and fork events are handled every 20 ms while a fork exists.
 const FORK_TICK: Duration = Duration::from_millis(20);
 /// A G.711 frame of 20 ms.
@@ -378,10 +379,41 @@ fn token(slot: usize, leg: usize, rtcp: bool) -> u64 {
     ((slot as u64) << 2) | ((leg as u64) << 1) | u64::from(rtcp)
 }
 
+/// (slot, leg, RTCP socket) of a token.
+fn untoken(t: u64) -> (usize, usize, bool) {
+    ((t >> 2) as usize, ((t >> 1) & 1) as usize, t & 1 == 1)
+}
+
+/// A relayed datagram to send: from the socket of `token`, `len` bytes, to `dest`.
+struct Outgoing {
+    token: u64,
+    len: usize,
+    dest: SocketAddr,
+}
+
+/// How a worker does its IO (from `[media]`).
+#[derive(Debug, Clone, Copy)]
+pub struct IoOptions {
+    /// Batch each wake-up's receives and sends through io_uring where the kernel has it.
+    pub io_uring: bool,
+    /// The pause after busy wake-ups under load (zero: never).
+    pub batch_pause: Duration,
+}
+
+impl Default for IoOptions {
+    fn default() -> Self {
+        IoOptions {
+            io_uring: true,
+            batch_pause: Duration::from_micros(200),
+        }
+    }
+}
+
 /// Starts a worker thread. `events` receives timeouts; `timeout` is the media timeout.
 pub fn spawn(
     name: String,
     timeout: Duration,
+    io: IoOptions,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
 ) -> io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
     let epoll = Epoll::new()?;
@@ -395,8 +427,16 @@ pub fn spawn(
         stats: stats.clone(),
     };
     let join = std::thread::Builder::new().name(name).spawn(move || {
-        // The batching pause is 200 µs: the default 50 µs of timer slack would stretch it.
+        // The batching pause is short: the default 50 µs of timer slack would stretch it.
         sys::set_timer_slack(Duration::from_micros(20));
+        let ring = match io.io_uring.then(|| BatchRing::new(EVENTS as u32)) {
+            None => None,
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "media worker: io_uring unavailable, one recvfrom and one sendto per packet");
+                None
+            }
+        };
         let mut w = Worker {
             epoll,
             wake,
@@ -409,8 +449,10 @@ pub fn spawn(
             by_key: HashMap::new(),
             forks: 0,
             handshaking: Vec::new(),
-            batch: Batcher::new(BATCH_PAUSE),
+            batch: Batcher::new(io.batch_pause),
             wait_failing: 0,
+            ring,
+            buf: vec![0u8; BUF + TAG_ROOM],
         };
         w.run();
     })?;
@@ -435,12 +477,16 @@ struct Worker {
     batch: Batcher,
     /// Consecutive failed waits (0: the last wait worked).
     wait_failing: u32,
+    /// The datagrams of a wake-up, received and sent with one submission each (None: io_uring
+    /// unavailable, each packet is read with `recvfrom` and sent with `sendto`).
+    ring: Option<BatchRing>,
+    /// The packet buffer of the recvfrom/sendto path and of the fork's playout.
+    buf: Vec<u8>,
 }
 
 impl Worker {
     fn run(&mut self) {
         let mut events = vec![sys::Event::EMPTY; EVENTS];
-        let mut buf = vec![0u8; BUF + TAG_ROOM];
         let mut last_sweep = Instant::now();
         let mut next_tick = Instant::now() + FORK_TICK;
         loop {
@@ -456,15 +502,29 @@ impl Worker {
             let mut woken = false;
             // One clock read per batch: good enough for a timeout measured in seconds.
             let now = Instant::now();
-            for ev in &events[..n] {
-                let t = ev.token();
-                if t == WAKE {
+            // The media sockets' tokens to the front, the wake-up aside.
+            let mut m = 0;
+            for k in 0..n {
+                if events[k].token() == WAKE {
                     woken = true;
-                    continue;
+                } else {
+                    events[m] = events[k];
+                    m += 1;
                 }
-                self.on_readable(t, &mut buf, now);
             }
-            let packets = (n - usize::from(woken)) as u64;
+            if let Some(mut ring) = self.ring.take() {
+                self.on_readable_batch(&mut ring, &events[..m], now);
+                let failed = ring.flush();
+                if failed > 0 {
+                    self.stats.send_errors.fetch_add(failed, Ordering::Relaxed);
+                }
+                self.ring = Some(ring);
+            } else {
+                for ev in &events[..m] {
+                    self.on_readable_fallback(ev.token(), now);
+                }
+            }
+            let packets = m as u64;
             if woken {
                 let had_forks = self.forks;
                 self.drain_wake();
@@ -478,7 +538,9 @@ impl Worker {
             if self.forks > 0 {
                 let now = Instant::now();
                 if now >= next_tick {
+                    let mut buf = std::mem::take(&mut self.buf);
                     self.fork_tick(&mut buf);
+                    self.buf = buf;
                     next_tick += FORK_TICK;
                     // After a stall, start again from now instead of bursting to catch up.
                     if now > next_tick + 3 * FORK_TICK {
@@ -527,27 +589,97 @@ impl Worker {
         }
     }
 
+    /// The socket behind a token, if its call still exists.
+    fn socket(&self, t: u64) -> Option<&UdpSocket> {
+        let (slot_i, leg_i, on_rtcp) = untoken(t);
+        let setup = self.slots.get(slot_i)?.as_ref()?.legs.get(leg_i)?;
+        Some(if on_rtcp { &setup.rtcp } else { &setup.rtp })
+    }
+
+    /// A readable socket on the `recvfrom`/`sendto` path (no ring, or no free ring slot).
     fn on_readable(&mut self, t: u64, buf: &mut [u8], now: Instant) {
-        let slot_i = (t >> 2) as usize;
-        let leg_i = ((t >> 1) & 1) as usize;
-        let on_rtcp = t & 1 == 1;
-        let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+        let Some(sock) = self.socket(t) else {
             return;
         };
-        let sock = if on_rtcp {
-            &slot.legs[leg_i].rtcp
-        } else {
-            &slot.legs[leg_i].rtp
+        let Ok((len, src)) = sock.recv_from(&mut buf[..BUF]) else {
+            return;
         };
-        let (len, src) = match sock.recv_from(&mut buf[..BUF]) {
-            Ok(x) => x,
-            Err(_) => return,
+        if let Some(out) = self.on_datagram(t, buf, len, src, now) {
+            if let Some(sock) = self.socket(out.token) {
+                if sock.send_to(&buf[..out.len], out.dest).is_err() {
+                    self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The sockets readable in this wake-up, read with one submission to the ring, relayed in
+    /// the ring's buffers and queued for the next flush. Falls back to [`Self::on_readable`]
+    /// for a datagram the ring has no room for.
+    fn on_readable_batch(&mut self, ring: &mut BatchRing, tokens: &[sys::Event], now: Instant) {
+        for ev in tokens {
+            let t = ev.token();
+            let queued = self
+                .socket(t)
+                .is_some_and(|sock| ring.queue_recv(sock.as_raw_fd(), t));
+            if !queued {
+                self.on_readable_fallback(t, now);
+            }
+        }
+        let n = ring.receive().len();
+        for k in 0..n {
+            let r = ring.received_at(k);
+            let out = self.on_datagram(r.token, ring.buf(r.slot), r.len, r.src, now);
+            let Some(out) = out else {
+                ring.release(r.slot);
+                continue;
+            };
+            let Some(fd) = self.socket(out.token).map(|s| s.as_raw_fd()) else {
+                ring.release(r.slot);
+                continue;
+            };
+            if !ring.send_slot(r.slot, fd, out.len, out.dest) {
+                // The queue is full: send it now (the slot was freed, its bytes are intact
+                // until the next receive).
+                let pkt = &ring.buf(r.slot)[..out.len];
+                if self
+                    .socket(out.token)
+                    .map(|s| s.send_to(pkt, out.dest))
+                    .is_none_or(|r| r.is_err())
+                {
+                    self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// [`Self::on_readable`] with the worker's own buffer, for a socket the ring could not take.
+    fn on_readable_fallback(&mut self, t: u64, now: Instant) {
+        let mut buf = std::mem::take(&mut self.buf);
+        self.on_readable(t, &mut buf, now);
+        self.buf = buf;
+    }
+
+    /// One received datagram, relayed in place in `buf`: DTLS and STUN go to the leg's
+    /// endpoint, media is authenticated, checked, re-encrypted and returned for sending (the
+    /// counters count it as relayed; a send that then fails is counted in `send_errors`).
+    fn on_datagram(
+        &mut self,
+        t: u64,
+        buf: &mut [u8],
+        len: usize,
+        src: SocketAddr,
+        now: Instant,
+    ) -> Option<Outgoing> {
+        let (slot_i, leg_i, on_rtcp) = untoken(t);
+        let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+            return None;
         };
         if !on_rtcp && slot.legs[leg_i].dtls.is_some() {
             match demux::classify(&buf[..len]) {
                 Kind::Dtls | Kind::Stun => {
                     self.on_dtls_or_stun(slot_i, leg_i, src, buf, len, now);
-                    return;
+                    return None;
                 }
                 _ => {}
             }
@@ -562,30 +694,23 @@ impl Worker {
         };
         match relay::relay_tapped(&mut from.leg, &mut to.leg, src, buf, len, on_rtcp, tap) {
             Ok(fwd) => {
-                let out = if fwd.via_rtcp_socket {
-                    &to.rtcp
+                slot.last_media = now;
+                let c = &mut slot.counters;
+                c[leg_i].packets_in += 1;
+                c[leg_i].bytes_in += len as u64;
+                c[1 - leg_i].packets_out += 1;
+                let (p, b) = if leg_i == 0 {
+                    (&self.stats.packets_a_to_b, &self.stats.bytes_a_to_b)
                 } else {
-                    &to.rtp
+                    (&self.stats.packets_b_to_a, &self.stats.bytes_b_to_a)
                 };
-                match out.send_to(&buf[..fwd.len], fwd.dest) {
-                    Ok(_) => {
-                        slot.last_media = now;
-                        let c = &mut slot.counters;
-                        c[leg_i].packets_in += 1;
-                        c[leg_i].bytes_in += len as u64;
-                        c[1 - leg_i].packets_out += 1;
-                        let (p, b) = if leg_i == 0 {
-                            (&self.stats.packets_a_to_b, &self.stats.bytes_a_to_b)
-                        } else {
-                            (&self.stats.packets_b_to_a, &self.stats.bytes_b_to_a)
-                        };
-                        p.fetch_add(1, Ordering::Relaxed);
-                        b.fetch_add(fwd.len as u64, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                p.fetch_add(1, Ordering::Relaxed);
+                b.fetch_add(fwd.len as u64, Ordering::Relaxed);
+                Some(Outgoing {
+                    token: token(slot_i, 1 - leg_i, fwd.via_rtcp_socket),
+                    len: fwd.len,
+                    dest: fwd.dest,
+                })
             }
             Err(relay::Drop::NoDestination)
                 if fork.is_some_and(|f| f.tap.playout_leg == Some(leg_i)) =>
@@ -595,10 +720,12 @@ impl Worker {
                 slot.last_media = now;
                 slot.counters[leg_i].packets_in += 1;
                 slot.counters[leg_i].bytes_in += len as u64;
+                None
             }
             Err(d) => {
                 slot.counters[leg_i].dropped += 1;
                 self.stats.drops[d as usize].fetch_add(1, Ordering::Relaxed);
+                None
             }
         }
     }
