@@ -5,7 +5,7 @@
 //! thin IO layer around them. See `DESIGN.md` in the shared design folder for the whole picture.
 //!
 //! `unsafe` code lives in two small modules only: the OpenSSL calls in `dtls::ffi` and the
-//! epoll/eventfd syscalls of the media workers; everything else is checked by the compiler.
+//! epoll/eventfd/io_uring syscalls in `media::sys`; everything else is checked by the compiler.
 #![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 pub mod admin;

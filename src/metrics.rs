@@ -103,6 +103,8 @@ catalogue! {
         "Media RTP/RTCP port pairs in use, by address family";
     PORTS_CAPACITY: Gauge "srtp_edge_media_port_pairs_capacity",
         "Media RTP/RTCP port pairs configured, by address family";
+    WAIT_ERRORS: Counter "srtp_edge_media_wait_errors_total",
+        "Failed waits of the media workers for their sockets (each followed by a back-off)";
 
     // DTLS-SRTP.
     DTLS_HANDSHAKES: Counter "srtp_edge_dtls_handshakes_total",

@@ -16,7 +16,7 @@ use crate::config::MediaConfig;
 
 use crate::metrics::{
     BYTES_RELAYED, CALLS_ACTIVE, PACKETS_DROPPED, PACKETS_RELAYED, PORTS_CAPACITY, PORTS_IN_USE,
-    SEND_ERRORS,
+    SEND_ERRORS, WAIT_ERRORS,
 };
 
 #[derive(Debug)]
@@ -61,6 +61,10 @@ impl Engine {
             let (h, j) = worker::spawn(
                 format!("srtp-edge-media-{i}"),
                 Duration::from_secs(u64::from(cfg.timeout_secs)),
+                worker::IoOptions {
+                    io_uring: cfg.io_uring,
+                    batch_pause: Duration::from_micros(u64::from(cfg.batch_pause_us)),
+                },
                 tx.clone(),
             )?;
             workers.push(h);
@@ -165,6 +169,7 @@ impl Engine {
                 .absolute(sum(&|s| &s.drops[d as usize]));
         }
         metrics::counter!(SEND_ERRORS).absolute(sum(&|s| &s.send_errors));
+        metrics::counter!(WAIT_ERRORS).absolute(sum(&|s| &s.wait_errors));
         for (v6, fam) in [(false, "ipv4"), (true, "ipv6")] {
             if let Ok((used, cap)) = self.with_pool(v6, |p| (p.in_use(), p.capacity())) {
                 metrics::gauge!(PORTS_IN_USE, "family" => fam).set(used as f64);
