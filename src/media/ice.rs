@@ -273,10 +273,10 @@ fn write_success(
     Some(at)
 }
 
-/// A Binding request as an ICE agent sends it (USERNAME, optional USE-CANDIDATE,
-/// MESSAGE-INTEGRITY keyed with `pwd`, FINGERPRINT), for tests.
-#[cfg(test)]
-pub(crate) fn binding_request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
+/// A Binding request as a full ICE agent sends it (USERNAME, optional USE-CANDIDATE,
+/// MESSAGE-INTEGRITY keyed with `pwd`, FINGERPRINT). srtp-edge is ICE-lite and never sends one:
+/// this plays the peer's agent in tests and simulations.
+pub fn binding_request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
     let mut m = Vec::new();
     m.extend_from_slice(&BINDING_REQUEST.to_be_bytes());
     m.extend_from_slice(&[0, 0]);
