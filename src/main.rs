@@ -146,7 +146,9 @@ fn sip_b2bua(
         suites: cfg.media.suites.clone(),
         timer_b: std::time::Duration::from_secs(u64::from(cfg.sip.timer_b_secs)),
     };
-    Ok((srtp_edge::sip::b2bua::B2bua::new(settings, calls), targets))
+    let core =
+        srtp_edge::sip::b2bua::B2bua::new(settings, calls, Box::new(srtp_edge::rand::OsRandom));
+    Ok((core, targets))
 }
 
 async fn run(cfg: Config) -> Result<(), String> {
