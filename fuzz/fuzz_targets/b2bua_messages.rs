@@ -2,8 +2,10 @@
 //! operations (a new INVITE from the trunk, a response or in-dialog request built from the last
 //! message the B2BUA sent to either side with fuzzed method/status/SDP/header bytes, raw bytes
 //! as a message from either side, ticks that advance the clock past Timer B and the media audit,
-//! route failures, connection close, shutdown). The media plane is a fake that answers, refuses
-//! plain RTP and drops calls at random. Nothing may panic, and after shutdown no call is left.
+//! route failures, connection close, the media plane ending a call, shutdown), on a simulated
+//! clock, with the B2BUA's randomness seeded from the input. The media plane is a fake that
+//! answers, refuses plain RTP and drops calls at random. Nothing may panic, every message the
+//! B2BUA sends parses, and after shutdown no call, transaction or timer is left.
 #![no_main]
 
 use std::cell::RefCell;
@@ -13,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use srtp_edge::config::Config;
-use srtp_edge::media::calls::{CallError, Negotiation};
+use srtp_edge::media::calls::{CallError, Negotiation, OfferOptions};
+use srtp_edge::rand::SeededRandom;
 use srtp_edge::sdp::policy::PolicyError;
-use srtp_edge::sip::b2bua::{Action, B2bua, MediaPlane, Peer, Settings};
+use srtp_edge::sip::b2bua::{B2bua, ConnEvent, MediaEvent, MediaPlane, Peer, Settings};
 use srtp_edge::sip::Message;
 
 #[derive(Default)]
@@ -25,7 +28,7 @@ struct FakeMedia {
 }
 
 impl MediaPlane for FakeMedia {
-    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+    fn offer_with(&self, n: &Negotiation<'_>, _: &OfferOptions) -> Result<String, CallError> {
         if n.sdp.windows(8).any(|w| w == b"RTP/AVP ") {
             return Err(CallError::Policy(PolicyError::PlaintextMedia { index: 0 }));
         }
@@ -169,16 +172,18 @@ fn feed(
     bytes: &[u8],
 ) {
     if let Ok(m) = Message::parse(bytes) {
-        let out = b.handle(now, peer, ip, m);
-        record(seen, out);
+        b.handle_message(now, peer, ip, m);
+        record(b, seen);
     }
 }
 
-fn record(seen: &mut Seen, out: Vec<Action>) {
-    for Action::Send(p, bytes) in out {
+/// Drains what the B2BUA produced; remembers the last message to each side.
+fn record(b: &mut B2bua<FakeMedia>, seen: &mut Seen) {
+    while b.poll_event().is_some() {}
+    while let Some(t) = b.poll_transmit() {
         // Everything the B2BUA sends must be a message that parses.
-        let m = Message::parse(&bytes).expect("B2BUA output parses");
-        match p {
+        let m = Message::parse(&t.bytes).expect("B2BUA output parses");
+        match t.to {
             Peer::Conn(_) => seen.to_a = Some(m),
             Peer::Route(_) => seen.to_b = Some(m),
         }
@@ -193,6 +198,11 @@ fuzz_target!(|data: &[u8]| {
     ) else {
         return;
     };
+    let mut input = Input(data);
+    let seed = input
+        .bytes()
+        .iter()
+        .fold(0u64, |s, &x| s.rotate_left(8) ^ u64::from(x));
     let mut b = B2bua::new(
         Settings {
             local: "203.0.113.1:5061".into(),
@@ -202,13 +212,19 @@ fuzz_target!(|data: &[u8]| {
             timer_b: Duration::from_secs(32),
         },
         FakeMedia::default(),
+        Box::new(SeededRandom::new(seed)),
     );
     let a_ip: IpAddr = "192.0.2.5".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let b_ip: IpAddr = "198.51.100.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    b.route_resolved(1, vec![b_ip]);
     let mut now = Instant::now();
+    b.handle_conn(
+        now,
+        ConnEvent::RouteResolved {
+            route: 1,
+            ips: vec![b_ip],
+        },
+    );
     let mut seen = Seen::default();
-    let mut input = Input(data);
     let mut cseq = 1u32;
     let mut steps = 0;
     while let Some(op) = input.byte() {
@@ -284,33 +300,60 @@ fuzz_target!(|data: &[u8]| {
                 feed(&mut b, &mut seen, now, peer, ip, &raw);
             }
             6 => {
-                now += Duration::from_millis(u64::from(arg) * 250);
-                let out = b.tick(now);
-                record(&mut seen, out);
+                // The clock moves (at most to the next deadline when arg is odd, as the
+                // transport's timer task would wake), and the due timers run.
+                let step = now + Duration::from_millis(u64::from(arg) * 250);
+                now = match b.poll_timeout() {
+                    Some(t) if arg & 1 == 1 && t > now => t.min(step),
+                    _ => step,
+                };
+                b.handle_timeout(now);
+                record(&mut b, &mut seen);
             }
             7 => {
-                let out = b.route_failed(usize::from(arg % 2));
-                record(&mut seen, out);
+                let route = usize::from(arg % 2);
+                b.handle_conn(now, ConnEvent::RouteFailed { route });
+                record(&mut b, &mut seen);
             }
             8 => match arg % 3 {
-                0 => b.conn_closed(u64::from(arg % 3)),
-                1 => b.conn_identified(u64::from(arg % 3), 0),
+                0 => b.handle_conn(
+                    now,
+                    ConnEvent::Closed {
+                        conn: u64::from(arg % 3),
+                    },
+                ),
+                1 => b.handle_conn(
+                    now,
+                    ConnEvent::Identified {
+                        conn: u64::from(arg % 3),
+                        trunk: 0,
+                    },
+                ),
                 _ => {
                     b.media().fail_next.replace(true);
                 }
             },
             _ => {
-                // The media plane ends a call on its own (media timeout).
+                // The media plane ends a call on its own (media timeout), telling the B2BUA
+                // when arg is odd (else the audit finds out).
                 let first = b.media().live.borrow().iter().next().cloned();
                 if let Some(k) = first {
                     b.media().delete(&k);
+                    if arg & 1 == 1 {
+                        b.handle_media(now, MediaEvent::Ended(k));
+                        record(&mut b, &mut seen);
+                    }
                 }
             }
         }
+        // Nothing is ever due in the past after the timers ran.
+        assert!(b.poll_timeout().is_none_or(|t| t > now || op % 10 != 6));
     }
-    let out = b.shutdown();
-    record(&mut seen, out);
+    b.shutdown();
+    record(&mut b, &mut seen);
     assert!(b.is_empty(), "calls left after shutdown");
+    assert_eq!(b.transactions(), 0, "transactions left after shutdown");
+    assert_eq!(b.poll_timeout(), None, "timers left after shutdown");
     assert!(
         b.media().live.borrow().is_empty(),
         "media left after shutdown"

@@ -217,6 +217,7 @@ impl<M: MediaPlane> B2bua<M> {
             }
             self.out.ended(Some(key), outcome);
             tracing::info!(call = %short(key), outcome = outcome.label(), "agent call ended");
+            self.stop_audit_if_idle();
         }
     }
 

@@ -36,6 +36,16 @@ impl<M: MediaPlane> B2bua<M> {
         let outcome = c.outcome.unwrap_or(outcome);
         self.out.ended(Some(key), outcome);
         tracing::info!(call = %short(key), outcome = outcome.label(), "call ended");
+        self.stop_audit_if_idle();
+    }
+
+    /// With no call left the media audit has nothing to do: an idle B2BUA has no deadline.
+    pub(super) fn stop_audit_if_idle(&mut self) {
+        if self.is_empty() {
+            if let Some(t) = self.audit.take() {
+                self.timers.cancel(t);
+            }
+        }
     }
 
     /// CANCELs our INVITE on leg B (same branch, RFC 3261 9.1); the call waits for its final
@@ -66,7 +76,7 @@ impl<M: MediaPlane> B2bua<M> {
     /// A timer fired.
     pub(super) fn on_timer(&mut self, now: Instant, t: Timer) {
         match t {
-            Timer::Invite(key) => self.invite_expired(&key),
+            Timer::Invite(key) => self.invite_expired(now, &key),
             Timer::Offer(key) => self.offer_expired(&key),
             Timer::Relay(branch) => self.relay_expired(&branch),
             Timer::Agent(key) => self.agent_expired(&key),
@@ -74,19 +84,16 @@ impl<M: MediaPlane> B2bua<M> {
         }
     }
 
-    /// Timer B: no final response to our INVITE (408 to the caller, CANCEL upstream); or no
-    /// final response after our CANCEL (the call goes).
-    fn invite_expired(&mut self, key: &str) {
+    /// Timer B: no final response to our INVITE (408 to the caller, CANCEL upstream, and the
+    /// final response it brings is awaited to be ACKed); or no final response after our CANCEL
+    /// (the call goes).
+    fn invite_expired(&mut self, now: Instant, key: &str) {
         let Some(c) = self.calls.get_mut(key) else {
             return;
         };
         c.timer = None;
         match c.state {
-            State::Calling => {
-                self.a_response(key, 408, None);
-                self.cancel_upstream(key);
-                self.end_call(key, Outcome::Timeout);
-            }
+            State::Calling => self.cancel_call(now, key, 408, Outcome::Timeout),
             State::Cancelling => self.end_call(key, Outcome::Cancelled),
             State::Confirmed => {}
         }
@@ -205,8 +212,6 @@ impl<M: MediaPlane> B2bua<M> {
             }
             self.end_call(&k, Outcome::Failed);
         }
-        if let Some(t) = self.audit.take() {
-            self.timers.cancel(t);
-        }
+        self.stop_audit_if_idle();
     }
 }

@@ -283,6 +283,25 @@ impl<M: MediaPlane> B2bua<M> {
         self.out.respond(r.from, &rr);
         if r.req.method == Method::Invite && ok {
             self.ack_relayed(key, &resp, r.to, None);
+        } else if r.req.method == Method::Invite && resp.status >= 300 {
+            // A non-2xx final response to our INVITE is ACKed by our client transaction, on
+            // its branch (RFC 3261 17.1.1.3); the sender's ACK of the relayed one is absorbed.
+            self.ack_non_2xx(key, r.to, branch, &resp);
+        }
+    }
+
+    /// ACKs a non-2xx final response to a re-INVITE we sent `to`'s leg, on its `branch`.
+    fn ack_non_2xx(&mut self, key: &str, to: Side, branch: &str, resp: &Response) {
+        let Ok(cseq) = resp.headers.cseq() else {
+            return;
+        };
+        let v = via(&self.settings, branch);
+        let Some(leg) = self.calls.get(key).map(|c| c.leg(to)) else {
+            return;
+        };
+        if let Some(ack) = leg.ack(cseq.seq, v, None) {
+            let peer = leg.peer;
+            self.out.request(peer, &ack);
         }
     }
 

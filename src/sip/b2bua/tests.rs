@@ -188,8 +188,7 @@ fn options_register_and_strangers() {
     assert!(b.media().log.borrow().is_empty());
     let out = handle(&mut b, now(), TRUNK, trunk_ip(), req("BYE", ";tag=zz", ""));
     assert_eq!(status(&out[0]), 481);
-    assert!(handle(&mut b, now(), TRUNK, trunk_ip(), req("ACK", ";tag=zz", ""))
-        .is_empty());
+    assert!(handle(&mut b, now(), TRUNK, trunk_ip(), req("ACK", ";tag=zz", "")).is_empty());
 }
 
 #[test]
@@ -301,13 +300,14 @@ fn call_setup_relay_and_bye_with_topology_hidden() {
     );
 
     // ACK from A is absorbed; BYE from A: 200 to A, BYE upstream, ports released.
-    assert!(handle(&mut b, 
-            now(),
-            TRUNK,
-            trunk_ip(),
-            req("ACK", &format!(";tag={a_tag}"), "")
-        )
-        .is_empty());
+    assert!(handle(
+        &mut b,
+        now(),
+        TRUNK,
+        trunk_ip(),
+        req("ACK", &format!(";tag={a_tag}"), "")
+    )
+    .is_empty());
     let out = handle(
         &mut b,
         now(),
@@ -555,7 +555,6 @@ fn timer_b_gives_408_and_unreachable_target_503() {
     let out = tick(&mut b, t0 + TIMER_B + Duration::from_secs(1));
     assert_eq!(status(&out[0]), 408);
     assert_eq!(request(&out[1]).method, Method::Cancel);
-    assert!(b.is_empty());
     assert!(b
         .media()
         .log
@@ -563,6 +562,17 @@ fn timer_b_gives_408_and_unreachable_target_503() {
         .last()
         .unwrap()
         .starts_with("delete "));
+    // The ports are released at once; the call waits for the final response the CANCEL brings
+    // (to ACK it), at most another Timer B.
+    assert_eq!(b.len(), 1);
+    assert_eq!(
+        b.poll_timeout(),
+        Some(t0 + TIMER_B + Duration::from_secs(1) + TIMER_B)
+    );
+    assert!(tick(&mut b, t0 + 2 * TIMER_B + Duration::from_secs(1)).is_empty());
+    assert!(b.is_empty());
+    assert_eq!(b.poll_timeout(), None);
+    assert_eq!(b.stats().calls_ended[Outcome::Timeout.index()], 1);
 
     invite(&mut b);
     let out = conn(&mut b, ConnEvent::RouteFailed { route: 0 });
@@ -812,6 +822,15 @@ fn offer_glare_gets_491_and_an_overlapping_offer_500() {
         Message::Response(re.reply(491, None)),
     );
     assert_eq!((status(&out[0]), parsed(&out[0]).0), (491, UP));
+    let ack = request(&out[1]);
+    assert_eq!(
+        (ack.method.clone(), parsed(&out[1]).0),
+        (Method::Ack, TRUNK)
+    );
+    assert_eq!(
+        ack.headers.top_via().unwrap().branch(),
+        re.headers.top_via().unwrap().branch()
+    );
     let out = handle(
         &mut b,
         now(),

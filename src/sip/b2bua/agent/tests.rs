@@ -196,8 +196,14 @@ fn answered_when_the_backend_connects_and_the_caller_bye_deletes_the_call() {
     let to = format!(";tag={}", tag.unwrap());
     // Connected twice: no second 200.
     assert!(connected(&mut b, &key).is_empty());
-    assert!(handle(&mut b, t0(), TRUNK, ip(), req("ACK", "+15551234567", &to, ""))
-        .is_empty());
+    assert!(handle(
+        &mut b,
+        t0(),
+        TRUNK,
+        ip(),
+        req("ACK", "+15551234567", &to, "")
+    )
+    .is_empty());
     // The same INVITE body again (session refresh) keeps the answer.
     let out = handle(
         &mut b,
