@@ -30,6 +30,8 @@ pub const PORTS_IN_USE: &str = "srtp_edge_media_port_pairs_in_use";
 pub const PORTS_CAPACITY: &str = "srtp_edge_media_port_pairs_capacity";
 /// Datagrams the kernel refused to send.
 pub const SEND_ERRORS: &str = "srtp_edge_media_send_errors_total";
+/// Failed waits of the media workers for their sockets (each followed by a back-off).
+pub const WAIT_ERRORS: &str = "srtp_edge_media_wait_errors_total";
 
 #[derive(Debug)]
 struct Pools {
@@ -73,6 +75,10 @@ impl Engine {
             let (h, j) = worker::spawn(
                 format!("srtp-edge-media-{i}"),
                 Duration::from_secs(u64::from(cfg.timeout_secs)),
+                worker::IoOptions {
+                    io_uring: cfg.io_uring,
+                    batch_pause: Duration::from_micros(u64::from(cfg.batch_pause_us)),
+                },
                 tx.clone(),
             )?;
             workers.push(h);
@@ -177,6 +183,7 @@ impl Engine {
                 .absolute(sum(&|s| &s.drops[d as usize]));
         }
         metrics::counter!(SEND_ERRORS).absolute(sum(&|s| &s.send_errors));
+        metrics::counter!(WAIT_ERRORS).absolute(sum(&|s| &s.wait_errors));
         for (v6, fam) in [(false, "ipv4"), (true, "ipv6")] {
             if let Ok((used, cap)) = self.with_pool(v6, |p| (p.in_use(), p.capacity())) {
                 metrics::gauge!(PORTS_IN_USE, "family" => fam).set(used as f64);
