@@ -157,8 +157,7 @@ fn answer_to(r: &Request, status: u16, body: &str) -> Message {
 
 /// A fixed origin for the simulated clock.
 fn now() -> Instant {
-    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *T0.get_or_init(Instant::now)
+    crate::sip::test_origin()
 }
 
 /// Sets up a call to the point of the upstream INVITE; returns it.

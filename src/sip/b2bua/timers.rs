@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn timers_fire_in_deadline_order_and_cancelled_ones_never() {
-        let t0 = Instant::now();
+        let t0 = crate::sip::test_origin();
         let mut t = Timers::default();
         let late = t.arm(t0 + Duration::from_secs(3), Timer::Audit);
         t.arm(t0 + Duration::from_secs(1), Timer::Invite("a".into()));

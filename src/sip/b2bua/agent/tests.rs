@@ -127,8 +127,7 @@ fn hangup(b: &mut B2bua<Fake>, key: &str) -> Vec<Transmit> {
 
 /// A fixed origin for the simulated clock.
 fn t0() -> Instant {
-    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *T0.get_or_init(Instant::now)
+    crate::sip::test_origin()
 }
 
 fn ip() -> IpAddr {
