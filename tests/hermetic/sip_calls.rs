@@ -112,7 +112,9 @@ fn cancel_before_the_200_gets_487_and_the_target_is_acked_not_hung_up() {
                     .and_then(|v| v.branch().map(<[u8]>::to_vec)),
             "the CANCEL has the INVITE's branch",
         );
-        // The target answers the CANCEL and terminates the INVITE.
+        // A provisional that crossed the CANCEL is not relayed after the caller's 487; the
+        // target answers the CANCEL and terminates the INVITE.
+        s.respond(Node::Callee, &inv, 183, None);
         s.respond(Node::Callee, &cancel, 200, None);
         s.respond(Node::Callee, &inv, 487, None);
         s.settle();

@@ -174,12 +174,11 @@ fn invite(b: &mut B2bua<Fake>) -> String {
     log.split(' ').nth(1).unwrap().to_string()
 }
 
-#[test]
-fn answered_when_the_backend_connects_and_the_caller_bye_deletes_the_call() {
-    let mut b = b2bua();
-    let key = invite(&mut b);
-    assert!(connected(&mut b, "unknown").is_empty());
-    let out = connected(&mut b, &key);
+/// An agent call answered (the backend connected): its key and the `;tag=` of our To.
+fn answered(b: &mut B2bua<Fake>) -> (String, String) {
+    let key = invite(b);
+    assert!(connected(b, "unknown").is_empty());
+    let out = connected(b, &key);
     let (p, Message::Response(ok)) = parsed(&out[0]) else {
         panic!()
     };
@@ -194,7 +193,14 @@ fn answered_when_the_backend_connects_and_the_caller_bye_deletes_the_call() {
         .map(|t| String::from_utf8_lossy(t).into_owned());
     let to = format!(";tag={}", tag.unwrap());
     // Connected twice: no second 200.
-    assert!(connected(&mut b, &key).is_empty());
+    assert!(connected(b, &key).is_empty());
+    (key, to)
+}
+
+#[test]
+fn answered_when_the_backend_connects_and_refreshes_keep_the_answer() {
+    let mut b = b2bua();
+    let (key, to) = answered(&mut b);
     assert!(handle(
         &mut b,
         t0(),
@@ -259,6 +265,12 @@ fn answered_when_the_backend_connects_and_the_caller_bye_deletes_the_call() {
     );
     assert_eq!(status(&out[0]), 200);
     assert_eq!(b.media().log.borrow().len(), n);
+}
+
+#[test]
+fn a_refused_reoffer_keeps_the_media_and_the_caller_bye_deletes_the_call() {
+    let mut b = b2bua();
+    let (key, to) = answered(&mut b);
     // A plaintext re-offer: 488 with the reason, and the media in force stays.
     let plain = OFFER.replace("RTP/SAVP", "RTP/AVP");
     let out = handle(
@@ -286,7 +298,7 @@ fn answered_when_the_backend_connects_and_the_caller_bye_deletes_the_call() {
     let Message::Response(r) = parsed(&out[0]).1 else {
         panic!()
     };
-    assert_eq!(&r.body[..], b"v=0 agent-reanswer\r\n");
+    assert_eq!(&r.body[..], b"v=0 agent-answer\r\n");
     // From another address: refused.
     let out = handle(
         &mut b,
