@@ -95,20 +95,37 @@ fn main() -> ExitCode {
 
 type SipCore = srtp_edge::sip::b2bua::B2bua<Arc<srtp_edge::media::calls::Calls>>;
 
+/// Why a route target's TLS client could not be built (the daemon does not start).
+#[derive(Debug, thiserror::Error)]
+enum RouteSetupError {
+    /// Its roots (`ca_file`, else `tls.ca_file` or the system roots) could not be loaded.
+    #[error("routes[{0}].ca_file: {1}")]
+    Roots(usize, tls::TlsError),
+    /// Its client certificate or key could not be loaded.
+    #[error("routes[{0}].client_cert_file: {1}")]
+    ClientCert(usize, tls::TlsError),
+    /// The client configuration could not be built.
+    #[error("routes[{0}]: {1}")]
+    Client(usize, tls::TlsError),
+    /// Its `server_name` is not a DNS name or IP address.
+    #[error("routes[{0}].server_name: {1}")]
+    ServerName(usize, rustls_pki_types::InvalidDnsNameError),
+}
+
 /// Builds the B2BUA and one TLS client config per route target; `client_certs` gets the stores
 /// of the routes' client certificates (reloaded on SIGHUP).
 fn sip_b2bua(
     cfg: &Config,
     calls: Arc<srtp_edge::media::calls::Calls>,
     client_certs: &mut Vec<Arc<tls::CertStore>>,
-) -> Result<(SipCore, Vec<srtp_edge::sip::transport::Target>), String> {
+) -> Result<(SipCore, Vec<srtp_edge::sip::transport::Target>), RouteSetupError> {
     let mut targets = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
         let mut t = cfg.tls.clone();
         if r.ca_file.is_some() {
             t.ca_file = r.ca_file.clone();
         }
-        let roots = tls::client_roots(&t).map_err(|e| format!("routes[{i}].ca_file: {e}"))?;
+        let roots = tls::client_roots(&t).map_err(|e| RouteSetupError::Roots(i, e))?;
         let store = match &r.client_cert {
             Some(cc) => {
                 let paths = tls::CertPaths {
@@ -116,16 +133,16 @@ fn sip_b2bua(
                     key: cc.key.clone(),
                 };
                 let s = tls::CertStore::load(paths, tls::crypto_provider(cfg.tls.min_version))
-                    .map_err(|e| format!("routes[{i}].client_cert_file: {e}"))?;
+                    .map_err(|e| RouteSetupError::ClientCert(i, e))?;
                 client_certs.push(s.clone());
                 Some(s)
             }
             None => None,
         };
         let client = tls::client_config_with_cert(cfg.tls.min_version, roots, store)
-            .map_err(|e| format!("routes[{i}]: {e}"))?;
+            .map_err(|e| RouteSetupError::Client(i, e))?;
         let name = rustls_pki_types::ServerName::try_from(r.server_name.clone())
-            .map_err(|e| format!("routes[{i}].server_name: {e}"))?;
+            .map_err(|e| RouteSetupError::ServerName(i, e))?;
         targets.push(srtp_edge::sip::transport::Target {
             host: r.target_host.0.clone(),
             port: r.target_host.1,
@@ -146,7 +163,9 @@ fn sip_b2bua(
         suites: cfg.media.suites.clone(),
         timer_b: std::time::Duration::from_secs(u64::from(cfg.sip.timer_b_secs)),
     };
-    Ok((srtp_edge::sip::b2bua::B2bua::new(settings, calls), targets))
+    let core =
+        srtp_edge::sip::b2bua::B2bua::new(settings, calls, Box::new(srtp_edge::rand::OsRandom));
+    Ok((core, targets))
 }
 
 async fn run(cfg: Config) -> Result<(), String> {
@@ -289,7 +308,8 @@ async fn run(cfg: Config) -> Result<(), String> {
     // SIP over TLS: the B2BUA.
     let mut client_certs = Vec::new();
     if !cfg.sip.listen.is_empty() {
-        let (core, targets) = sip_b2bua(&cfg, calls.clone(), &mut client_certs)?;
+        let (core, targets) =
+            sip_b2bua(&cfg, calls.clone(), &mut client_certs).map_err(|e| e.to_string())?;
         let mut cert_trunks = Vec::new();
         let mut client_roots = rustls::RootCertStore::empty();
         for (i, t) in cfg.trunks.iter().enumerate() {

@@ -70,7 +70,7 @@ catalogue! {
     SIP_RESPONSES: Counter "srtp_edge_sip_responses_total",
         "SIP responses sent by the B2BUA and the transport, by status code";
     SIP_CALLS: Counter "srtp_edge_sip_calls_total",
-        "B2BUA calls ended, by outcome (answered, rejected, cancelled, timeout, failed, plaintext)";
+        "B2BUA calls ended, by outcome (answered, rejected, cancelled, timeout, failed, plaintext, media_timeout)";
     SIP_CONN_REFUSED: Counter "srtp_edge_sip_connections_refused_total",
         "SIP connections refused or closed, by reason (connections, framing, buffer)";
     SIP_QUEUE_DROPS: Counter "srtp_edge_sip_send_queue_drops_total",

@@ -2,8 +2,10 @@
 //! operations (a new INVITE from the trunk, a response or in-dialog request built from the last
 //! message the B2BUA sent to either side with fuzzed method/status/SDP/header bytes, raw bytes
 //! as a message from either side, ticks that advance the clock past Timer B and the media audit,
-//! route failures, connection close, shutdown). The media plane is a fake that answers, refuses
-//! plain RTP and drops calls at random. Nothing may panic, and after shutdown no call is left.
+//! route failures, connection close, the media plane ending a call, shutdown), on a simulated
+//! clock, with the B2BUA's randomness seeded from the input. The media plane is a fake that
+//! answers, refuses plain RTP and drops calls at random. Nothing may panic, every message the
+//! B2BUA sends parses, and after shutdown no call, transaction or timer is left.
 #![no_main]
 
 use std::cell::RefCell;
@@ -13,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use srtp_edge::config::Config;
-use srtp_edge::media::calls::{CallError, Negotiation};
+use srtp_edge::media::calls::{CallError, Negotiation, OfferOptions};
+use srtp_edge::rand::SeededRandom;
 use srtp_edge::sdp::policy::PolicyError;
-use srtp_edge::sip::b2bua::{Action, B2bua, MediaPlane, Peer, Settings};
+use srtp_edge::sip::b2bua::{B2bua, ConnEvent, MediaEvent, MediaPlane, Peer, Settings};
 use srtp_edge::sip::Message;
 
 #[derive(Default)]
@@ -25,7 +28,7 @@ struct FakeMedia {
 }
 
 impl MediaPlane for FakeMedia {
-    fn offer(&self, n: &Negotiation<'_>) -> Result<String, CallError> {
+    fn offer_with(&self, n: &Negotiation<'_>, _: &OfferOptions) -> Result<String, CallError> {
         if n.sdp.windows(8).any(|w| w == b"RTP/AVP ") {
             return Err(CallError::Policy(PolicyError::PlaintextMedia { index: 0 }));
         }
@@ -160,56 +163,198 @@ fn invite(n: u8, sdp: &str, extra: &[u8]) -> Vec<u8> {
     out
 }
 
-fn feed(
-    b: &mut B2bua<FakeMedia>,
-    seen: &mut Seen,
+/// The B2BUA under test with its simulated clock, the two peers' addresses and what it last
+/// sent to each side.
+struct Harness {
+    b: B2bua<FakeMedia>,
+    seen: Seen,
     now: Instant,
-    peer: Peer,
-    ip: IpAddr,
-    bytes: &[u8],
-) {
-    if let Ok(m) = Message::parse(bytes) {
-        let out = b.handle(now, peer, ip, m);
-        record(seen, out);
-    }
+    cseq: u32,
+    a_ip: IpAddr,
+    b_ip: IpAddr,
 }
 
-fn record(seen: &mut Seen, out: Vec<Action>) {
-    for Action::Send(p, bytes) in out {
-        // Everything the B2BUA sends must be a message that parses.
-        let m = Message::parse(&bytes).expect("B2BUA output parses");
-        match p {
-            Peer::Conn(_) => seen.to_a = Some(m),
-            Peer::Route(_) => seen.to_b = Some(m),
+impl Harness {
+    fn new(seed: u64) -> Option<Harness> {
+        let c = Config::from_toml_str(
+            "[[trunks]]\nname = \"t\"\nfrom = [\"192.0.2.0/24\"]\n\
+             [[routes]]\nuser_prefix = \"+1555\"\ntarget = \"sips:198.51.100.7:5071\"\n\
+             [[routes]]\ntarget = \"sips:pbx.example:5071\"\n",
+        )
+        .ok()?;
+        let b = B2bua::new(
+            Settings {
+                local: "203.0.113.1:5061".into(),
+                trunks: c.trunks,
+                routes: c.routes,
+                suites: c.media.suites,
+                timer_b: Duration::from_secs(32),
+            },
+            FakeMedia::default(),
+            Box::new(SeededRandom::new(seed)),
+        );
+        let mut h = Harness {
+            b,
+            seen: Seen::default(),
+            now: Instant::now(),
+            cseq: 1,
+            a_ip: "192.0.2.5".parse().ok()?,
+            b_ip: "198.51.100.7".parse().ok()?,
+        };
+        let ips = vec![h.b_ip];
+        h.b.handle_conn(h.now, ConnEvent::RouteResolved { route: 1, ips });
+        Some(h)
+    }
+
+    /// Hands `bytes` (if they parse) to the B2BUA as a message from `peer`.
+    fn feed(&mut self, peer: Peer, ip: IpAddr, bytes: &[u8]) {
+        if let Ok(m) = Message::parse(bytes) {
+            self.b.handle_message(self.now, peer, ip, m);
+            self.record();
+        }
+    }
+
+    /// Drains what the B2BUA produced; remembers the last message to each side.
+    fn record(&mut self) {
+        while self.b.poll_event().is_some() {}
+        while let Some(t) = self.b.poll_transmit() {
+            // Everything the B2BUA sends must be a message that parses.
+            let m = Message::parse(&t.bytes).expect("B2BUA output parses");
+            match t.to {
+                Peer::Conn(_) => self.seen.to_a = Some(m),
+                Peer::Route(_) => self.seen.to_b = Some(m),
+            }
+        }
+    }
+
+    /// A response from B (`from_b`) or A to the last request the B2BUA sent it.
+    fn respond(&mut self, from_b: bool, peer: Peer, arg: u8) {
+        let (last, ip) = if from_b {
+            (self.seen.to_b.as_ref(), self.b_ip)
+        } else {
+            (self.seen.to_a.as_ref(), self.a_ip)
+        };
+        let Some(Message::Request(r)) = last else {
+            return;
+        };
+        let status = STATUSES[usize::from(arg) % STATUSES.len()];
+        let mut resp = r.reply(status, Some(b"btag"));
+        resp.headers
+            .push("Contact", "<sip:bob@198.51.100.7:5071;transport=tls>");
+        if arg & 0x40 != 0 {
+            let sdp = if arg & 0x80 != 0 { PLAIN_SDP } else { SRTP_SDP };
+            resp.headers.push("Content-Type", "application/sdp");
+            resp.body = sdp.as_bytes().to_vec();
+        }
+        let bytes = resp.to_bytes();
+        self.feed(peer, ip, &bytes);
+    }
+
+    /// An in-dialog request from B (`from_b`) or A, in the dialog of the last message the
+    /// B2BUA sent it.
+    fn request(&mut self, from_b: bool, peer: Peer, arg: u8, extra: &[u8]) {
+        let (last, ip) = if from_b {
+            (self.seen.to_b.as_ref(), self.b_ip)
+        } else {
+            (self.seen.to_a.as_ref(), self.a_ip)
+        };
+        let Some(m) = last else { return };
+        let method = METHODS[usize::from(arg) % METHODS.len()];
+        let sdp = match arg >> 6 {
+            1 => Some(SRTP_SDP),
+            2 => Some(PLAIN_SDP),
+            _ => None,
+        };
+        self.cseq = self.cseq.wrapping_add(1);
+        let bytes = dialog_request(m, method, self.cseq, sdp, extra);
+        self.feed(peer, ip, &bytes);
+    }
+
+    /// The clock moves (at most to the next deadline when arg is odd, as the transport's timer
+    /// task would wake), and the due timers run: nothing is due in the past afterwards.
+    fn tick(&mut self, arg: u8) {
+        let step = self.now + Duration::from_millis(u64::from(arg) * 250);
+        self.now = match self.b.poll_timeout() {
+            Some(t) if arg & 1 == 1 && t > self.now => t.min(step),
+            _ => step,
+        };
+        self.b.handle_timeout(self.now);
+        self.record();
+        assert!(self.b.poll_timeout().is_none_or(|t| t > self.now));
+    }
+
+    /// Connection events, or the media plane refusing its next offer.
+    fn conn(&mut self, arg: u8) {
+        let conn = u64::from(arg % 3);
+        match arg % 3 {
+            0 => self.b.handle_conn(self.now, ConnEvent::Closed { conn }),
+            1 => self
+                .b
+                .handle_conn(self.now, ConnEvent::Identified { conn, trunk: 0 }),
+            _ => {
+                self.b.media().fail_next.replace(true);
+            }
+        }
+    }
+
+    /// The media plane ends a call on its own (media timeout), telling the B2BUA when arg is
+    /// odd (else the audit finds out).
+    fn media_ends_a_call(&mut self, arg: u8) {
+        let first = self.b.media().live.borrow().iter().next().cloned();
+        if let Some(k) = first {
+            self.b.media().delete(&k);
+            if arg & 1 == 1 {
+                self.b.handle_media(self.now, MediaEvent::Ended(k));
+                self.record();
+            }
+        }
+    }
+
+    /// One operation of the program.
+    fn op(&mut self, op: u8, arg: u8, input: &mut Input<'_>) {
+        let conn = Peer::Conn(u64::from(arg % 3));
+        let route = Peer::Route(usize::from(arg % 2));
+        match op % 10 {
+            0 => {
+                let sdp = if arg & 0x80 != 0 { PLAIN_SDP } else { SRTP_SDP };
+                let bytes = invite(arg % 4, sdp, input.bytes());
+                self.feed(conn, self.a_ip, &bytes);
+            }
+            1 => self.respond(true, route, arg),
+            2 => self.respond(false, conn, arg),
+            3 => self.request(true, route, arg, &input.bytes().to_vec()),
+            4 => self.request(false, conn, arg, &input.bytes().to_vec()),
+            5 => {
+                // Raw bytes as a message from either side.
+                let raw = input.bytes().to_vec();
+                if arg & 1 == 0 {
+                    self.feed(conn, self.a_ip, &raw);
+                } else {
+                    self.feed(route, self.b_ip, &raw);
+                }
+            }
+            6 => self.tick(arg),
+            7 => {
+                let route = usize::from(arg % 2);
+                self.b
+                    .handle_conn(self.now, ConnEvent::RouteFailed { route });
+                self.record();
+            }
+            8 => self.conn(arg),
+            _ => self.media_ends_a_call(arg),
         }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(c) = Config::from_toml_str(
-        "[[trunks]]\nname = \"t\"\nfrom = [\"192.0.2.0/24\"]\n\
-         [[routes]]\nuser_prefix = \"+1555\"\ntarget = \"sips:198.51.100.7:5071\"\n\
-         [[routes]]\ntarget = \"sips:pbx.example:5071\"\n",
-    ) else {
+    let mut input = Input(data);
+    let seed = input
+        .bytes()
+        .iter()
+        .fold(0u64, |s, &x| s.rotate_left(8) ^ u64::from(x));
+    let Some(mut h) = Harness::new(seed) else {
         return;
     };
-    let mut b = B2bua::new(
-        Settings {
-            local: "203.0.113.1:5061".into(),
-            trunks: c.trunks,
-            routes: c.routes,
-            suites: c.media.suites,
-            timer_b: Duration::from_secs(32),
-        },
-        FakeMedia::default(),
-    );
-    let a_ip: IpAddr = "192.0.2.5".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let b_ip: IpAddr = "198.51.100.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    b.route_resolved(1, vec![b_ip]);
-    let mut now = Instant::now();
-    let mut seen = Seen::default();
-    let mut input = Input(data);
-    let mut cseq = 1u32;
     let mut steps = 0;
     while let Some(op) = input.byte() {
         steps += 1;
@@ -217,102 +362,15 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         let arg = input.byte().unwrap_or(0);
-        let conn = Peer::Conn(u64::from(arg % 3));
-        let route = Peer::Route(usize::from(arg % 2));
-        match op % 10 {
-            0 => {
-                let sdp = if arg & 0x80 != 0 { PLAIN_SDP } else { SRTP_SDP };
-                let extra = input.bytes().to_vec();
-                feed(
-                    &mut b,
-                    &mut seen,
-                    now,
-                    conn,
-                    a_ip,
-                    &invite(arg % 4, sdp, &extra),
-                );
-            }
-            1 | 2 => {
-                // A response from B (op 1) or A (op 2) to the last request sent to it.
-                let (last, peer, ip) = if op % 10 == 1 {
-                    (seen.to_b.as_ref(), route, b_ip)
-                } else {
-                    (seen.to_a.as_ref(), conn, a_ip)
-                };
-                if let Some(Message::Request(r)) = last {
-                    let status = STATUSES[usize::from(arg) % STATUSES.len()];
-                    let mut resp = r.reply(status, Some(b"btag"));
-                    resp.headers
-                        .push("Contact", "<sip:bob@198.51.100.7:5071;transport=tls>");
-                    if arg & 0x40 != 0 {
-                        let sdp = if arg & 0x80 != 0 { PLAIN_SDP } else { SRTP_SDP };
-                        resp.headers.push("Content-Type", "application/sdp");
-                        resp.body = sdp.as_bytes().to_vec();
-                    }
-                    let bytes = resp.to_bytes();
-                    feed(&mut b, &mut seen, now, peer, ip, &bytes);
-                }
-            }
-            3 | 4 => {
-                // An in-dialog request from B (op 3) or A (op 4).
-                let (last, peer, ip) = if op % 10 == 3 {
-                    (seen.to_b.as_ref(), route, b_ip)
-                } else {
-                    (seen.to_a.as_ref(), conn, a_ip)
-                };
-                if let Some(m) = last {
-                    let method = METHODS[usize::from(arg) % METHODS.len()];
-                    let sdp = match arg >> 6 {
-                        1 => Some(SRTP_SDP),
-                        2 => Some(PLAIN_SDP),
-                        _ => None,
-                    };
-                    cseq = cseq.wrapping_add(1);
-                    let extra = input.bytes().to_vec();
-                    let bytes = dialog_request(m, method, cseq, sdp, &extra);
-                    feed(&mut b, &mut seen, now, peer, ip, &bytes);
-                }
-            }
-            5 => {
-                // Raw bytes as a message from either side.
-                let raw = input.bytes().to_vec();
-                let (peer, ip) = if arg & 1 == 0 {
-                    (conn, a_ip)
-                } else {
-                    (route, b_ip)
-                };
-                feed(&mut b, &mut seen, now, peer, ip, &raw);
-            }
-            6 => {
-                now += Duration::from_millis(u64::from(arg) * 250);
-                let out = b.tick(now);
-                record(&mut seen, out);
-            }
-            7 => {
-                let out = b.route_failed(usize::from(arg % 2));
-                record(&mut seen, out);
-            }
-            8 => match arg % 3 {
-                0 => b.conn_closed(u64::from(arg % 3)),
-                1 => b.conn_identified(u64::from(arg % 3), 0),
-                _ => {
-                    b.media().fail_next.replace(true);
-                }
-            },
-            _ => {
-                // The media plane ends a call on its own (media timeout).
-                let first = b.media().live.borrow().iter().next().cloned();
-                if let Some(k) = first {
-                    b.media().delete(&k);
-                }
-            }
-        }
+        h.op(op, arg, &mut input);
     }
-    let out = b.shutdown();
-    record(&mut seen, out);
-    assert!(b.is_empty(), "calls left after shutdown");
+    h.b.shutdown();
+    h.record();
+    assert!(h.b.is_empty(), "calls left after shutdown");
+    assert_eq!(h.b.transactions(), 0, "transactions left after shutdown");
+    assert_eq!(h.b.poll_timeout(), None, "timers left after shutdown");
     assert!(
-        b.media().live.borrow().is_empty(),
+        h.b.media().live.borrow().is_empty(),
         "media left after shutdown"
     );
 });

@@ -29,3 +29,11 @@ pub use header::Headers;
 pub use message::{Message, Request, Response};
 pub use method::Method;
 pub use validate::{inspect, inspect_response, Reject};
+
+/// The origin of the simulated clock in the B2BUA's unit tests: any instant will do, read once
+/// here so that the state machine's modules never read the clock, not even in their tests.
+#[cfg(test)]
+pub(crate) fn test_origin() -> std::time::Instant {
+    static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(std::time::Instant::now)
+}

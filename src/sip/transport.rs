@@ -2,9 +2,11 @@
 //! connection: handshake, [`Framer`], parse, rate limits, idle timeout), one client connection
 //! per route target (host name resolved to A/AAAA when the connection is opened, certificate
 //! verified against the configured roots, SNI, optional client certificate; reused by every
-//! call), a tick for Timer B, and delivery of the state machine's [`Action`]s. No protocol
-//! decisions are made here beyond answering what cannot reach the state machine (unparseable
-//! requests, rate limits).
+//! call), and the driving of the state machine: every input handed in with the wall clock's
+//! `now`, its [`Transmit`]s delivered and its [`Event`]s recorded as metrics, and one timer task
+//! that sleeps until the state machine's `poll_timeout()` (woken when a deadline moves
+//! earlier). No protocol decisions are made here beyond answering what cannot reach the state
+//! machine (unparseable requests, rate limits).
 //!
 //! Shutdown: on stop the listener closes, the state machine ends every call (BYE to both legs of
 //! established calls, 503/CANCEL for the others), and only once those are written (bounded wait)
@@ -22,12 +24,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::b2bua::{Action, B2bua, MediaPlane, Peer};
+use super::b2bua::{B2bua, ConnEvent, Event, MediaEvent, MediaPlane, Peer, Transmit};
 use super::framing::{Frame, Framer, Limits};
 use super::message::Message;
 use crate::redact::Redacted;
 
-use crate::metrics::{SIP_CONN_REFUSED, SIP_QUEUE_DROPS, SIP_RESPONSES, SIP_ROUTE_FAILURES};
+use crate::metrics::{
+    SIP_CALLS, SIP_CONN_REFUSED, SIP_QUEUE_DROPS, SIP_REQUESTS, SIP_RESPONSES, SIP_ROUTE_FAILURES,
+};
 
 /// TLS handshake limit.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,9 +76,19 @@ struct Bucket {
     conns: usize,
 }
 
+/// The state machine and the deadline the timer task is sleeping to.
+struct Core<M: MediaPlane> {
+    b2bua: B2bua<M>,
+    /// What the timer task last read from `poll_timeout()`: an input that brings the next
+    /// deadline earlier wakes it.
+    armed: Option<Instant>,
+}
+
 /// State shared by every connection task.
 pub struct Shared<M: MediaPlane> {
-    core: Mutex<B2bua<M>>,
+    core: Mutex<Core<M>>,
+    /// Wakes the timer task when the next deadline moved earlier.
+    wake: tokio::sync::Notify,
     conns: Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>,
     routes: Mutex<HashMap<usize, mpsc::Sender<Vec<u8>>>>,
     targets: Vec<Target>,
@@ -104,7 +118,11 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         cert_trunks: Vec<(usize, Vec<ServerName<'static>>)>,
     ) -> Arc<Self> {
         Arc::new(Shared {
-            core: Mutex::new(core),
+            core: Mutex::new(Core {
+                b2bua: core,
+                armed: None,
+            }),
+            wake: tokio::sync::Notify::new(),
             conns: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
             targets,
@@ -142,14 +160,39 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         lock(&self.conns).values().all(empty) && lock(&self.routes).values().all(empty)
     }
 
-    /// Runs the state machine (which may wait briefly on the media plane) off the async
-    /// scheduler's hot path.
-    fn with_core<R>(&self, f: impl FnOnce(&mut B2bua<M>) -> R) -> R {
-        tokio::task::block_in_place(|| f(&mut lock(&self.core)))
+    /// Hands one input to the state machine (which may wait briefly on the media plane, so off
+    /// the async scheduler's hot path) with the current time, drains what it produced, wakes
+    /// the timer task if the next deadline moved earlier, records the events and sends the
+    /// messages. Returns how many messages were sent.
+    fn drive(self: &Arc<Self>, input: impl FnOnce(&mut B2bua<M>, Instant)) -> usize {
+        let (transmits, events, wake) = tokio::task::block_in_place(|| {
+            let mut core = lock(&self.core);
+            let c = &mut *core;
+            input(&mut c.b2bua, Instant::now());
+            let transmits: Vec<Transmit> = std::iter::from_fn(|| c.b2bua.poll_transmit()).collect();
+            let events: Vec<Event> = std::iter::from_fn(|| c.b2bua.poll_event()).collect();
+            let next = c.b2bua.poll_timeout();
+            let wake = next.is_some_and(|n| c.armed.is_none_or(|a| n < a));
+            (transmits, events, wake)
+        });
+        if wake {
+            self.wake.notify_one();
+        }
+        record(events);
+        let sent = transmits.len();
+        self.dispatch(transmits);
+        sent
     }
 
-    fn dispatch(self: &Arc<Self>, actions: Vec<Action>) {
-        for Action::Send(peer, bytes) in actions {
+    /// The next deadline, now remembered as the one the timer task sleeps to.
+    fn arm_timer(&self) -> Option<Instant> {
+        let mut core = lock(&self.core);
+        core.armed = core.b2bua.poll_timeout();
+        core.armed
+    }
+
+    fn dispatch(self: &Arc<Self>, transmits: Vec<Transmit>) {
+        for Transmit { to: peer, bytes } in transmits {
             match peer {
                 Peer::Conn(id) => {
                     let tx = lock(&self.conns).get(&id).cloned();
@@ -270,8 +313,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
                         }
                     }
                     Ok(msg) => {
-                        let actions = self.with_core(|c| c.handle(Instant::now(), peer, ip, msg));
-                        self.dispatch(actions);
+                        self.drive(|c, now| c.handle_message(now, peer, ip, msg));
                     }
                     Err(e) => {
                         if let Some(r) = e.reply(Some(b"bad")) {
@@ -393,7 +435,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             return Err("dns");
         }
         let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
-        self.with_core(|c| c.route_resolved(route, ips));
+        self.drive(|c, now| c.handle_conn(now, ConnEvent::RouteResolved { route, ips }));
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         let mut reason = "connect";
         for addr in addrs {
@@ -447,8 +489,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
 
     fn route_down(self: &Arc<Self>, route: usize) {
         lock(&self.routes).remove(&route);
-        let actions = self.with_core(|c| c.route_failed(route));
-        self.dispatch(actions);
+        self.drive(|c, now| c.handle_conn(now, ConnEvent::RouteFailed { route }));
     }
 
     fn cert_trunk(&self, leaf: &rustls_pki_types::CertificateDer<'_>) -> Option<usize> {
@@ -497,7 +538,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
             .and_then(|leaf| self.cert_trunk(leaf));
         if let Some(t) = trunk {
             tracing::debug!(trunk = t, "client certificate identifies a trunk");
-            self.with_core(|c| c.conn_identified(id, t));
+            self.drive(|c, now| c.handle_conn(now, ConnEvent::Identified { conn: id, trunk: t }));
         }
         let is_trunk = trunk.is_some() || self.is_trunk_source(ip);
         let (tx, rx) = mpsc::channel(if is_trunk { ROUTE_QUEUE } else { QUEUE });
@@ -505,7 +546,7 @@ impl<M: MediaPlane + Send + 'static> Shared<M> {
         self.pump(tls, Peer::Conn(id), ip, tx, rx, stop).await;
         lock(&self.conns).remove(&id);
         if trunk.is_some() {
-            self.with_core(|c| c.conn_closed(id));
+            self.drive(|c, now| c.handle_conn(now, ConnEvent::Closed { conn: id }));
         }
         self.close_source(ip);
     }
@@ -537,26 +578,30 @@ pub async fn serve<M: MediaPlane + Send + 'static>(
     }
 }
 
-/// Drives the state machine's timers until `stop`, then ends every call (BYE to both legs of
-/// each established call), waits (at most [`DRAIN`]) for those to be written and the peers to
-/// answer, and closes every connection.
+/// Drives the state machine's timers until `stop`, sleeping until its next deadline (no fixed
+/// tick), then ends every call (BYE to both legs of each established call), waits (at most
+/// [`DRAIN`]) for those to be written and the peers to answer, and closes every connection.
 pub async fn run_timers<M: MediaPlane + Send + 'static>(
     shared: Arc<Shared<M>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let actions = shared.with_core(|c| c.tick(Instant::now()));
-                shared.dispatch(actions);
+        let next = shared.arm_timer();
+        let sleep = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            _ = sleep => {
+                shared.drive(|c, now| c.handle_timeout(now));
+            }
+            _ = shared.wake.notified() => {}
             _ = stop.changed() => break,
         }
     }
-    let actions = shared.with_core(|c| c.shutdown());
-    let ended = actions.len();
-    shared.dispatch(actions);
+    let ended = shared.drive(|c, _| c.shutdown());
     if ended > 0 {
         tracing::info!(
             messages = ended,
@@ -589,14 +634,31 @@ pub async fn run_agent_events<M: MediaPlane + Send + 'static>(
     loop {
         tokio::select! {
             ev = events.recv() => {
-                let actions = match ev {
-                    Some(AgentEvent::Connected(k)) => shared.with_core(|c| c.agent_connected(&k)),
-                    Some(AgentEvent::Hangup(k)) => shared.with_core(|c| c.agent_hangup(&k)),
+                let ev = match ev {
+                    Some(AgentEvent::Connected(k)) => MediaEvent::AgentConnected(k),
+                    Some(AgentEvent::Hangup(k)) => MediaEvent::AgentHangup(k),
                     None => break,
                 };
-                shared.dispatch(actions);
+                shared.drive(|c, now| c.handle_media(now, ev));
             }
             _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Records the state machine's events as metrics.
+fn record(events: Vec<Event>) {
+    for e in events {
+        match e {
+            Event::Request { method } => {
+                metrics::counter!(SIP_REQUESTS, "method" => method).increment(1);
+            }
+            Event::Response { status } => {
+                metrics::counter!(SIP_RESPONSES, "status" => status.to_string()).increment(1);
+            }
+            Event::CallEnded { outcome, .. } => {
+                metrics::counter!(SIP_CALLS, "outcome" => outcome.label()).increment(1);
+            }
         }
     }
 }
