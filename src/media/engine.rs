@@ -14,24 +14,10 @@ use super::relay::Drop;
 use super::worker::{self, Event, WorkerHandle};
 use crate::config::MediaConfig;
 
-/// Calls currently anchored.
-pub const CALLS_ACTIVE: &str = "srtp_edge_calls_active";
-/// Calls anchored since start, by how they ended.
-pub const CALLS_TOTAL: &str = "srtp_edge_calls_total";
-/// Packets relayed, by direction (a_to_b: from the offerer's leg).
-pub const PACKETS_RELAYED: &str = "srtp_edge_packets_relayed_total";
-/// Bytes relayed (as sent), by direction.
-pub const BYTES_RELAYED: &str = "srtp_edge_bytes_relayed_total";
-/// Packets dropped, by reason.
-pub const PACKETS_DROPPED: &str = "srtp_edge_packets_dropped_total";
-/// Port pairs in use, by family.
-pub const PORTS_IN_USE: &str = "srtp_edge_media_port_pairs_in_use";
-/// Port pairs in the range, by family.
-pub const PORTS_CAPACITY: &str = "srtp_edge_media_port_pairs_capacity";
-/// Datagrams the kernel refused to send.
-pub const SEND_ERRORS: &str = "srtp_edge_media_send_errors_total";
-/// Failed waits of the media workers for their sockets (each followed by a back-off).
-pub const WAIT_ERRORS: &str = "srtp_edge_media_wait_errors_total";
+use crate::metrics::{
+    BYTES_RELAYED, CALLS_ACTIVE, PACKETS_DROPPED, PACKETS_RELAYED, PORTS_CAPACITY, PORTS_IN_USE,
+    SEND_ERRORS, WAIT_ERRORS,
+};
 
 #[derive(Debug)]
 struct Pools {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::batch::Batcher;
 use super::demux::{self, Kind};
-use super::dtls_leg::{DtlsInfo, DtlsLeg, DtlsOutcome};
+use super::dtls_leg::{DtlsEvent, DtlsInfo, DtlsLeg};
 use super::relay::{self, Drop, Leg};
 use super::sys::{self, BatchRing, Epoll, EventFd};
 use crate::dtls::FailReason;
@@ -75,8 +75,7 @@ pub struct WorkerStats {
     pub wait_errors: AtomicU64,
 }
 
-/// Re-key handshakes that failed while the leg kept its previous keys, by reason.
-pub const DTLS_REKEY_FAILURES: &str = "srtp_edge_dtls_rekey_failures_total";
+use crate::metrics::{DTLS_HANDSHAKES, DTLS_REKEY_FAILURES};
 
 /// Per-call, per-leg counters (reported by `query` and `delete`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -892,15 +891,12 @@ impl Worker {
                     _ => false,
                 };
                 if due {
-                    let outcome = match self.slots.get_mut(i) {
-                        Some(Some(s)) => match s.legs[leg_i].dtls.as_mut() {
-                            Some(d) => d.on_timeout(now),
-                            None => DtlsOutcome::Pending,
-                        },
-                        _ => DtlsOutcome::Pending,
-                    };
-                    self.flush_dtls(i, leg_i);
-                    self.dtls_outcome(i, leg_i, outcome, now);
+                    if let Some(Some(s)) = self.slots.get_mut(i) {
+                        if let Some(d) = s.legs[leg_i].dtls.as_mut() {
+                            d.handle_timeout(now);
+                        }
+                    }
+                    self.drive_dtls(i, leg_i, now);
                 }
             }
             let running = match self.slots.get(i) {
@@ -935,26 +931,31 @@ impl Worker {
         let Some(d) = setup.dtls.as_mut() else {
             return;
         };
-        let (msg, rest) = buf.split_at_mut(len);
+        let msg = &buf[..len];
         if demux::classify(msg) == Kind::Stun {
-            match d.on_stun(src, msg, rest) {
-                Some(n) => {
-                    if setup.rtp.send_to(&rest[..n], src).is_err() {
-                        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // A peer that re-nominated after a handshake: DTLS answers go there.
-                    self.flush_dtls(slot_i, leg_i);
-                }
-                None => {
-                    slot.counters[leg_i].dropped += 1;
-                    self.stats.drops[Drop::Stun as usize].fetch_add(1, Ordering::Relaxed);
-                }
+            // An answered check goes out below; a re-nominating peer gets DTLS answers there.
+            if !d.handle_stun(src, msg) {
+                slot.counters[leg_i].dropped += 1;
+                self.stats.drops[Drop::Stun as usize].fetch_add(1, Ordering::Relaxed);
+                return;
             }
-            return;
+        } else {
+            d.handle_dtls(now, src, msg);
         }
-        let outcome = d.on_dtls(now, src, msg);
+        self.drive_dtls(slot_i, leg_i, now);
+    }
+
+    /// Drains a leg's DTLS core: sends what it queued, then acts on its events.
+    fn drive_dtls(&mut self, slot_i: usize, leg_i: usize, now: Instant) {
         self.flush_dtls(slot_i, leg_i);
-        self.dtls_outcome(slot_i, leg_i, outcome, now);
+        loop {
+            let event = match self.slots.get_mut(slot_i) {
+                Some(Some(s)) => s.legs[leg_i].dtls.as_mut().and_then(|d| d.poll_event()),
+                _ => None,
+            };
+            let Some(event) = event else { return };
+            self.dtls_event(slot_i, leg_i, event, now);
+        }
     }
 
     /// Sends what the leg's DTLS endpoint has queued.
@@ -966,17 +967,16 @@ impl Worker {
         let Some(d) = setup.dtls.as_mut() else {
             return;
         };
-        while let Some((dgram, to)) = d.poll_transmit() {
-            if setup.rtp.send_to(&dgram, to).is_err() {
+        while let Some(t) = d.poll_transmit() {
+            if setup.rtp.send_to(t.contents, t.destination).is_err() {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    fn dtls_outcome(&mut self, slot_i: usize, leg_i: usize, outcome: DtlsOutcome, now: Instant) {
-        match outcome {
-            DtlsOutcome::Pending => {}
-            DtlsOutcome::Keyed {
+    fn dtls_event(&mut self, slot_i: usize, leg_i: usize, event: DtlsEvent, now: Instant) {
+        match event {
+            DtlsEvent::Keyed {
                 inbound,
                 outbound,
                 peer,
@@ -992,8 +992,10 @@ impl Worker {
                 l.rtp_latch.set_signalled(Some(peer));
                 slot.last_media = now;
                 self.stats.dtls_ok.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(DTLS_HANDSHAKES, "result" => "ok").increment(1);
             }
-            DtlsOutcome::Failed(reason) => {
+            DtlsEvent::Failed(reason) => {
+                metrics::counter!(DTLS_HANDSHAKES, "result" => reason.label()).increment(1);
                 let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
                     return;
                 };
