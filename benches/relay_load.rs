@@ -8,7 +8,7 @@
 //! A, AES_CM_128_HMAC_SHA1_32 on B), so both relays must really decrypt and re-encrypt.
 //!
 //! Run: `cargo bench --bench relay_load -- [--calls 100,500,1000] [--secs 10]
-//! [--only srtp-edge|rtpengine] [--srtp-edge-bin PATH]`
+//! [--only srtp-edge|rtpengine] [--srtp-edge-bin PATH] [--media "io_uring = false; ..."]`
 //!
 //! It also measures the machine's floor in the same run: a saturated plain UDP echo (recvfrom +
 //! sendto per packet, no crypto), before and after the relays, and prints srtp-edge / floor.
@@ -313,7 +313,7 @@ fn raise_nofile() -> u64 {
     r.rlim_cur
 }
 
-fn start_srtp_edge(workers: usize, bin: &str, calls: usize) -> Result<Relay, String> {
+fn start_srtp_edge(workers: usize, bin: &str, calls: usize, media: &str) -> Result<Relay, String> {
     let (port_min, port_max) = port_range(calls, (20000, 29999));
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ng: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
@@ -321,7 +321,7 @@ fn start_srtp_edge(workers: usize, bin: &str, calls: usize) -> Result<Relay, Str
         "state_dir = {:?}\n[log]\nlevel = \"warn\"\n[sip]\nlisten = []\n[admin]\nlisten = []\n\
          [control]\nlisten = [\"{ng}\"]\n[media]\nport_min = {port_min}\nport_max = {port_max}\n\
          workers = {workers}\ntimeout_secs = 600\n\
-         suites = [\"AES_CM_128_HMAC_SHA1_80\", \"AES_CM_128_HMAC_SHA1_32\"]\n",
+         suites = [\"AES_CM_128_HMAC_SHA1_80\", \"AES_CM_128_HMAC_SHA1_32\"]\n{media}\n",
         dir.path().join("state").display().to_string()
     );
     let path = dir.path().join("srtp-edge.toml");
@@ -760,7 +760,18 @@ fn run_load(
     let wall = t_measure.elapsed().as_secs_f64();
     let gen_cpu = thread_cpu_secs() - gen_cpu0;
     let sent_measured = sent - sent_at_warm;
-    std::thread::sleep(Duration::from_millis(300));
+    // Let what is still queued (in the relay or in the receiver's sockets) arrive: wait until
+    // nothing more came for 300 ms, at most 10 s.
+    let drain_end = Instant::now() + Duration::from_secs(10);
+    let mut last = received.load(Ordering::Relaxed);
+    while Instant::now() < drain_end {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = received.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     stop.store(true, Ordering::Relaxed);
     let (mut lat, recv_cpu) = recv_thread.join().map_err(|_| "receiver panicked")?;
     let recv_total = received.load(Ordering::Relaxed);
@@ -838,6 +849,8 @@ fn main() {
         .map(Duration::from_secs);
     // Another build of srtp-edge (an older commit, to compare in one run); default: this one.
     let bin = arg("--srtp-edge-bin").unwrap_or_else(|| env!("CARGO_BIN_EXE_srtp-edge").into());
+    // Extra `[media]` lines for srtp-edge, e.g. "io_uring = false" or "batch_pause_us = 0".
+    let media = arg("--media").unwrap_or_default().replace(';', "\n");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let nofile = raise_nofile();
     if let Some(&max) = calls.iter().max() {
@@ -863,7 +876,7 @@ fn main() {
                 continue;
             }
             let relay = if which == "srtp-edge" {
-                start_srtp_edge(cores, &bin, n)
+                start_srtp_edge(cores, &bin, n, &media)
             } else {
                 start_rtpengine(cores, n)
             };

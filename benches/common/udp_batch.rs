@@ -45,17 +45,23 @@ pub fn bind_loopback() -> std::io::Result<UdpSocket> {
     let _ = s.set_send_buffer_size(8 << 20);
     s.bind(&SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0).into())?;
     s.set_nonblocking(true)?;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt with a pointer to a live c_int and its size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
+    let set = |opt: libc::c_int, v: libc::c_int| {
+        // SAFETY: setsockopt with a pointer to a live c_int and its size.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
     };
+    set(libc::SO_TIMESTAMPNS, 1);
+    // Above net.core.rmem_max where allowed (root): a generator thread that is descheduled for
+    // a while must not lose what the relay sent meanwhile.
+    set(libc::SO_RCVBUFFORCE, 32 << 20);
+    set(libc::SO_SNDBUFFORCE, 8 << 20);
     Ok(s.into())
 }
 

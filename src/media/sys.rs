@@ -207,8 +207,12 @@ pub struct BatchRing {
     slots: Box<[Slot]>,
     free: Vec<u32>,
     received: Vec<Received>,
+    /// Entries pushed and not yet submitted.
     queued: usize,
+    /// Receives submitted or queued whose completion was not reaped yet.
     recvs_pending: usize,
+    /// Operations pushed whose completion was not reaped yet (the kernel may use their slots).
+    in_kernel: usize,
 }
 
 impl BatchRing {
@@ -249,6 +253,7 @@ impl BatchRing {
             received,
             queued: 0,
             recvs_pending: 0,
+            in_kernel: 0,
         })
     }
 
@@ -280,6 +285,7 @@ impl BatchRing {
             return false;
         }
         self.queued += 1;
+        self.in_kernel += 1;
         true
     }
 
@@ -303,10 +309,12 @@ impl BatchRing {
         ok
     }
 
-    /// Submits the queued receives, waits (bounded) until they completed and returns them.
-    /// Failed receives (EAGAIN: nothing was there after all) free their slot and are left out.
+    /// Submits the queued receives, waits (bounded) until they completed and returns every
+    /// received datagram not yet handled (a receive that completed late, after its wait, is
+    /// returned by the next call). Failed receives (EAGAIN: nothing was there after all) free
+    /// their slot and are left out. The caller hands each one on or releases it, then calls
+    /// [`handled`](Self::handled).
     pub fn receive(&mut self) -> &[Received] {
-        self.received.clear();
         if self.recvs_pending > 0 {
             let ts = types::Timespec::new().nsec(RECV_WAIT_NS);
             let args = types::SubmitArgs::new().timespec(&ts);
@@ -327,6 +335,12 @@ impl BatchRing {
     /// The `k`-th datagram returned by the last [`receive`](Self::receive).
     pub fn received_at(&self, k: usize) -> Received {
         self.received[k]
+    }
+
+    /// Forgets the datagrams returned by [`receive`](Self::receive): each was sent on or
+    /// released.
+    pub fn handled(&mut self) {
+        self.received.clear();
     }
 
     /// After a failed submission: the kernel may still have consumed entries.
@@ -398,6 +412,7 @@ impl BatchRing {
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
+            self.in_kernel = self.in_kernel.saturating_sub(1);
             let data = cqe.user_data();
             let i = (data & !RECV) as u32;
             let Some(slot) = self.slots.get(i as usize) else {
@@ -437,14 +452,19 @@ impl BatchRing {
 
 impl Drop for BatchRing {
     fn drop(&mut self) {
+        // Wait (at most about a second, in bounded waits) until the kernel is done with every
+        // slot: UDP sends and MSG_DONTWAIT receives complete at once, so this is normally one
+        // round.
+        let ts = types::Timespec::new().nsec(10_000_000);
         for _ in 0..100 {
-            if self.queued == 0 && self.recvs_pending == 0 && self.ring.completion().is_empty() {
+            self.reap();
+            if self.in_kernel == 0 {
                 break;
             }
-            let _ = self.ring.submit_and_wait(1);
-            self.reap();
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
         }
-        if self.queued > 0 || self.recvs_pending > 0 {
+        if self.in_kernel > 0 {
             // Still in flight: never free memory the kernel may write to or read.
             let slots = std::mem::take(&mut self.slots);
             std::mem::forget(slots);
@@ -571,6 +591,8 @@ mod tests {
             b[100..104].copy_from_slice(b"tag!");
             assert!(ring.send_slot(r.slot, relay.as_raw_fd(), 104, r.src));
         }
+        ring.handled();
+        assert!(ring.receive().is_empty());
         assert_eq!(ring.flush(), 0);
         peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 200];

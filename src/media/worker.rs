@@ -650,6 +650,7 @@ impl Worker {
                 }
             }
         }
+        ring.handled();
     }
 
     /// [`Self::on_readable`] with the worker's own buffer, for a socket the ring could not take.

@@ -188,7 +188,7 @@ impl SrtpContext {
                 rest[body..body + gcm::TAG_LEN].copy_from_slice(&tag);
             }
         }
-        self.accept_rtp(h.ssrc, index)?;
+        self.accept_rtp(slot, h.ssrc, index)?;
         Ok(len + tag_len)
     }
 
@@ -227,14 +227,22 @@ impl SrtpContext {
                 rtp.open(rtp.rtp_iv(h.ssrc, roc, h.seq), hdr, rest)?;
             }
         }
-        self.accept_rtp(h.ssrc, index)?;
+        self.accept_rtp(slot, h.ssrc, index)?;
         header::check_padding(h.padding, &buf[h.len..len])?;
         Ok(len)
     }
 
-    fn accept_rtp(&mut self, ssrc: u32, index: u64) -> Result<(), Error> {
+    /// Records an authenticated (or protected) packet. `known` is the stream's slot when the
+    /// caller already looked it up (the common case: no second search of the table).
+    fn accept_rtp(&mut self, known: Option<usize>, ssrc: u32, index: u64) -> Result<(), Error> {
         let window = self.streams.window();
-        let slot = self.streams.find_or_insert(ssrc)?;
+        let slot = match known {
+            Some(i) => {
+                self.streams.note_used(i);
+                i
+            }
+            None => self.streams.find_or_insert(ssrc)?,
+        };
         let (s, bits) = self.streams.rtp_mut(slot).ok_or(Error::TooManyStreams)?;
         if s.rtp_seen {
             let hi = replay::accept(bits, window, s.rtp_highest(), index);

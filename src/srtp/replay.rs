@@ -64,6 +64,16 @@ fn shift_left(bits: &mut [u64], by: u64, window: usize) {
         bits.fill(0);
         return;
     }
+    if by == 1 {
+        // The common case (the next packet in order): one carry through the words.
+        let mut carry = 0;
+        for w in bits.iter_mut() {
+            let next = *w >> 63;
+            *w = (*w << 1) | carry;
+            carry = next;
+        }
+        return;
+    }
     let by = by as usize;
     let (ws, bs) = (by / 64, by % 64);
     for j in (0..bits.len()).rev() {

@@ -102,6 +102,11 @@ impl StreamTable {
         Ok(self.last)
     }
 
+    /// Remembers `slot` as the last one used (the next `find` tries it first).
+    pub fn note_used(&mut self, slot: usize) {
+        self.last = slot;
+    }
+
     /// True when no new SSRC can be added.
     pub fn is_full(&self) -> bool {
         self.streams.len() >= MAX_STREAMS
