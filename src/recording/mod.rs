@@ -1,0 +1,6 @@
+//! Encrypted call recording: both tracks of a call, decrypted in memory by the relay, sealed with
+//! AES-256-GCM (STREAM construction) under a fresh per-recording data key before any byte reaches
+//! the disk; the data key is wrapped by a KEK of the class "recordings" for the call's tenant
+//! ([`crate::keys`]). The format is specified in `docs/recording-format.md`.
+
+pub mod config;
