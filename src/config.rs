@@ -640,13 +640,12 @@ impl Config {
         let keys: crate::keys::config::RawKeys = section(&table, "keys", &mut errs);
         let recording: crate::recording::config::RawRecording =
             section(&table, "recording", &mut errs);
-        let state_dir = state_dir.unwrap_or_else(default_state_dir);
 
         let mut v = Validator { errs };
         let cfg = Config {
-            keys: crate::keys::config::validate(keys, &state_dir, &mut v.errs),
-            recording: crate::recording::config::validate(recording, &state_dir, &mut v.errs),
-            state_dir,
+            keys: crate::keys::config::validate(keys, &mut v.errs),
+            recording: crate::recording::config::validate(recording, &mut v.errs),
+            state_dir: state_dir.unwrap_or_else(default_state_dir),
             log: v.log(log),
             tls: v.tls(tls),
             sip: SipConfig {

@@ -40,8 +40,9 @@ pub struct ProviderConfig {
 pub enum ProviderKind {
     /// A 0600 key file.
     File {
-        /// The file.
-        path: PathBuf,
+        /// The file (None: `<state_dir>/keys/kek` for the provider named `file`,
+        /// `<state_dir>/keys/kek-<name>` for others).
+        path: Option<PathBuf>,
     },
     /// A PKCS#11 token.
     Pkcs11 {
@@ -57,8 +58,8 @@ pub enum ProviderKind {
 /// The `[keys]` section, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeysConfig {
-    /// The hash-chained audit log.
-    pub audit_log: PathBuf,
+    /// The hash-chained audit log (None: `<state_dir>/keys/audit.log`).
+    pub audit_log: Option<PathBuf>,
     /// Providers, names unique.
     pub providers: Vec<ProviderConfig>,
 }
@@ -69,15 +70,38 @@ impl KeysConfig {
         self.providers.iter().find(|p| p.name == name)
     }
 
-    /// The defaults under `state_dir`.
-    pub fn default_for(state_dir: &Path) -> KeysConfig {
+    /// The audit log's path.
+    pub fn audit_log_in(&self, state_dir: &Path) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| state_dir.join("keys/audit.log"))
+    }
+}
+
+impl ProviderConfig {
+    /// A `file` provider's key file.
+    pub fn file_path_in(&self, state_dir: &Path) -> Option<PathBuf> {
+        match &self.kind {
+            ProviderKind::File { path: Some(p) } => Some(p.clone()),
+            ProviderKind::File { path: None } if self.name == "file" => {
+                Some(state_dir.join("keys/kek"))
+            }
+            ProviderKind::File { path: None } => {
+                Some(state_dir.join("keys").join(format!("kek-{}", self.name)))
+            }
+            ProviderKind::Pkcs11 { .. } => None,
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    /// One provider, `file`, at the default path.
+    fn default() -> KeysConfig {
         KeysConfig {
-            audit_log: state_dir.join("keys/audit.log"),
+            audit_log: None,
             providers: vec![ProviderConfig {
                 name: "file".into(),
-                kind: ProviderKind::File {
-                    path: state_dir.join("keys/kek"),
-                },
+                kind: ProviderKind::File { path: None },
             }],
         }
     }
@@ -110,10 +134,10 @@ fn err(errs: &mut Vec<ConfigError>, key: String, reason: impl Into<String>) {
 }
 
 /// Validates `[keys]`; every problem names its key.
-pub(crate) fn validate(raw: RawKeys, state_dir: &Path, errs: &mut Vec<ConfigError>) -> KeysConfig {
-    let mut cfg = KeysConfig::default_for(state_dir);
+pub(crate) fn validate(raw: RawKeys, errs: &mut Vec<ConfigError>) -> KeysConfig {
+    let mut cfg = KeysConfig::default();
     if !raw.audit_log.is_empty() {
-        cfg.audit_log = PathBuf::from(&raw.audit_log);
+        cfg.audit_log = Some(PathBuf::from(&raw.audit_log));
     }
     if raw.providers.is_empty() {
         return cfg;
@@ -141,11 +165,7 @@ pub(crate) fn validate(raw: RawKeys, state_dir: &Path, errs: &mut Vec<ConfigErro
                     }
                 }
                 ProviderKind::File {
-                    path: if p.path.is_empty() {
-                        state_dir.join("keys").join(format!("kek-{}", p.name))
-                    } else {
-                        PathBuf::from(&p.path)
-                    },
+                    path: (!p.path.is_empty()).then(|| PathBuf::from(&p.path)),
                 }
             }
             "pkcs11" => {

@@ -304,12 +304,17 @@ impl Keys {
     }
 
     /// Opens the providers of a validated `[keys]` configuration.
-    pub fn open(cfg: &config::KeysConfig, actor: Actor) -> Result<Keys, KeyError> {
+    pub fn open(
+        cfg: &config::KeysConfig,
+        state_dir: &std::path::Path,
+        actor: Actor,
+    ) -> Result<Keys, KeyError> {
         let mut providers: HashMap<String, Arc<dyn KekProvider>> = HashMap::new();
         for p in &cfg.providers {
             let prov: Arc<dyn KekProvider> = match &p.kind {
-                config::ProviderKind::File { path } => {
-                    Arc::new(file::FileProvider::open(&p.name, path)?)
+                config::ProviderKind::File { .. } => {
+                    let path = p.file_path_in(state_dir).unwrap_or_default();
+                    Arc::new(file::FileProvider::open(&p.name, &path)?)
                 }
                 config::ProviderKind::Pkcs11 {
                     module,
@@ -324,7 +329,7 @@ impl Keys {
             };
             providers.insert(p.name.clone(), prov);
         }
-        let audit = AuditLog::open(&cfg.audit_log).map_err(KeyError::Audit)?;
+        let audit = AuditLog::open(&cfg.audit_log_in(state_dir)).map_err(KeyError::Audit)?;
         Ok(Keys::new(providers, audit, actor))
     }
 

@@ -26,8 +26,8 @@ use crate::config::ConfigError;
 pub struct RecordingConfig {
     /// Recording may be asked for at all.
     pub enabled: bool,
-    /// Where sealed recordings are written.
-    pub directory: PathBuf,
+    /// Where sealed recordings are written (None: `<state_dir>/recordings`).
+    pub directory: Option<PathBuf>,
     /// Days a recording is kept before the daemon shreds and removes it (0: forever).
     pub retention_days: u32,
     /// The `[[keys.providers]]` name whose KEKs wrap recording keys.
@@ -43,18 +43,11 @@ pub struct RecordingConfig {
 }
 
 impl RecordingConfig {
-    /// The defaults under `state_dir`.
-    pub fn default_for(state_dir: &Path) -> RecordingConfig {
-        RecordingConfig {
-            enabled: false,
-            directory: state_dir.join("recordings"),
-            retention_days: 0,
-            key_provider: "file".into(),
-            tenant: "default".into(),
-            trunk_tenants: BTreeMap::new(),
-            chunk_ms: 250,
-            queue_frames: 16384,
-        }
+    /// The recordings directory.
+    pub fn directory_in(&self, state_dir: &Path) -> PathBuf {
+        self.directory
+            .clone()
+            .unwrap_or_else(|| state_dir.join("recordings"))
     }
 
     /// The tenant of a SIP call from `trunk` on a route with `route_tenant`.
@@ -63,6 +56,22 @@ impl RecordingConfig {
             .or_else(|| trunk.and_then(|t| self.trunk_tenants.get(t).map(String::as_str)))
             .unwrap_or(&self.tenant)
             .to_string()
+    }
+}
+
+impl Default for RecordingConfig {
+    /// Off; the documented defaults.
+    fn default() -> RecordingConfig {
+        RecordingConfig {
+            enabled: false,
+            directory: None,
+            retention_days: 0,
+            key_provider: "file".into(),
+            tenant: "default".into(),
+            trunk_tenants: BTreeMap::new(),
+            chunk_ms: 250,
+            queue_frames: 16384,
+        }
     }
 }
 
@@ -106,15 +115,11 @@ fn range(
 }
 
 /// Validates `[recording]` (provider and trunk names are checked by the caller, which knows them).
-pub(crate) fn validate(
-    raw: RawRecording,
-    state_dir: &Path,
-    errs: &mut Vec<ConfigError>,
-) -> RecordingConfig {
-    let mut c = RecordingConfig::default_for(state_dir);
+pub(crate) fn validate(raw: RawRecording, errs: &mut Vec<ConfigError>) -> RecordingConfig {
+    let mut c = RecordingConfig::default();
     c.enabled = raw.enabled;
     if !raw.directory.is_empty() {
-        c.directory = PathBuf::from(raw.directory);
+        c.directory = Some(PathBuf::from(raw.directory));
     }
     c.retention_days = range(
         errs,
