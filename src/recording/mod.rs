@@ -4,3 +4,4 @@
 //! ([`crate::keys`]). The format is specified in `docs/recording-format.md`.
 
 pub mod config;
+pub mod format;
