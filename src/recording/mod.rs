@@ -5,3 +5,14 @@
 
 pub mod config;
 pub mod format;
+pub mod recorder;
+pub mod tap;
+pub mod writer;
+
+pub use recorder::{RecordError, RecordRequest, RecordStart, Recorder};
+pub use tap::RecordTap;
+pub mod cli;
+pub mod daemon;
+pub mod ng;
+pub mod store;
+pub mod wav;
