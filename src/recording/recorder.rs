@@ -188,6 +188,13 @@ impl Recorder {
             }
             Some(Ok(c)) => {
                 let id = self.begin(entry, key, c)?;
+                drop(table);
+                // A barrier: the worker handles commands in order, so once it answers the tap
+                // is attached, and every packet relayed after this reply is recorded.
+                let _ = self
+                    .engine
+                    .worker(key)
+                    .ask(|reply| Command::Query { key, reply });
                 Ok(RecordStart::Started(id))
             }
         }
