@@ -175,6 +175,10 @@ impl Recorder {
             }
         }
         req.meta.call_id_sha256 = call_id_hash(call_id);
+        if req.tenant.is_none() {
+            let trunk = (!req.meta.trunk.is_empty()).then_some(req.meta.trunk.as_str());
+            req.tenant = Some(self.cfg.tenant_for(trunk, None));
+        }
         let entry = table.entry(call_id.to_string()).or_insert(CallRec {
             request: req.clone(),
             running: None,

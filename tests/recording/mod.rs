@@ -115,10 +115,15 @@ pub fn needles(payload_hex: &str) -> Vec<Vec<u8>> {
 pub fn plaintext_hits(roots: &[PathBuf], needles: &[Vec<u8>]) -> Vec<PathBuf> {
     use std::collections::HashSet;
     let mut grams: HashSet<[u8; 16]> = HashSet::new();
+    // A cheap first filter on the gram's first 4 bytes (1 Mi bits), then the set.
+    let mut filter = vec![0u64; 1 << 14];
+    let slot = |b: &[u8]| (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0xF_FFFF) as usize;
     for n in needles {
         assert_eq!(n.len(), 32);
         for k in 0..=16 {
             grams.insert(n[k..k + 16].try_into().unwrap());
+            let i = slot(&n[k..]);
+            filter[i / 64] |= 1 << (i % 64);
         }
     }
     let confirm = |data: &[u8], q: usize| {
@@ -151,8 +156,11 @@ pub fn plaintext_hits(roots: &[PathBuf], needles: &[Vec<u8>]) -> Vec<PathBuf> {
         let found = (0..data.len().saturating_sub(15))
             .step_by(16)
             .any(|q| {
-                let g: [u8; 16] = data[q..q + 16].try_into().unwrap();
-                grams.contains(&g) && confirm(&data, q)
+                let i = slot(&data[q..]);
+                filter[i / 64] & (1 << (i % 64)) != 0 && {
+                    let g: [u8; 16] = data[q..q + 16].try_into().unwrap();
+                    grams.contains(&g) && confirm(&data, q)
+                }
             });
         if found {
             hits.push(p);
