@@ -26,10 +26,16 @@ fn write_ua(d: &Path, side: &str, rtp: (u16, u16)) -> u16 {
         ("SIP_PORT", port.to_string()),
         ("CERT", d.join("cert+key.pem").display().to_string()),
         ("CA", d.join("ca.pem").display().to_string()),
-        ("TONE_WAV", d.join(format!("{side}.wav")).display().to_string()),
+        (
+            "TONE_WAV",
+            d.join(format!("{side}.wav")).display().to_string(),
+        ),
         ("RTP_MIN", rtp.0.to_string()),
         ("RTP_MAX", rtp.1.to_string()),
-        ("SND_PATH", d.join(format!("rec_{side}")).display().to_string()),
+        (
+            "SND_PATH",
+            d.join(format!("rec_{side}")).display().to_string(),
+        ),
     ];
     std::fs::create_dir_all(d.join(side)).unwrap();
     std::fs::create_dir_all(d.join(format!("rec_{side}"))).unwrap();
@@ -92,14 +98,23 @@ fn baresip_call_on_a_recording_route_is_recorded_both_tracks() {
 
     let ids = wait_sealed(&config, 1);
     let (ok, out) = cli(&config, &["recording", "list"]);
-    assert!(ok && out.contains("acme") && out.contains("file:recordings/acme/v1"), "{out}");
+    assert!(
+        ok && out.contains("acme") && out.contains("file:recordings/acme/v1"),
+        "{out}"
+    );
     let (ok, out) = cli(&config, &["recording", "verify", &ids[0]]);
     assert!(ok, "{out}\n{logs}");
 
     let wav = d.join("export.wav");
     let (ok, out) = cli(
         &config,
-        &["recording", "export", &ids[0], "--wav", wav.to_str().unwrap()],
+        &[
+            "recording",
+            "export",
+            &ids[0],
+            "--wav",
+            wav.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{out}");
     let (rate, left, right) = wav_channels(&wav);
@@ -112,12 +127,25 @@ fn baresip_call_on_a_recording_route_is_recorded_both_tracks() {
         tone_level(&right, f64::from(rate), CALLER_TONE_HZ),
     );
     eprintln!("left: caller tone {l_own:.0}, callee tone {l_other:.0}; right: callee tone {r_own:.0}, caller tone {r_other:.0}");
-    assert!(l_own > 300.0 && l_own > 20.0 * l_other, "left channel is not the caller\n{logs}");
-    assert!(r_own > 300.0 && r_own > 20.0 * r_other, "right channel is not the callee\n{logs}");
+    assert!(
+        l_own > 300.0 && l_own > 20.0 * l_other,
+        "left channel is not the caller\n{logs}"
+    );
+    assert!(
+        r_own > 300.0 && r_own > 20.0 * r_other,
+        "right channel is not the callee\n{logs}"
+    );
 
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/interop/recording/read_recording.py"))
-        .arg(edge.daemon.state.join(format!("recordings/{}.srec", ids[0])))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/interop/recording/read_recording.py"
+        ))
+        .arg(
+            edge.daemon
+                .state
+                .join(format!("recordings/{}.srec", ids[0])),
+        )
         .arg("--kek-file")
         .arg(edge.daemon.state.join("keys/kek"))
         .args(["--tone", "440", "--tone", "1000"])
@@ -127,5 +155,11 @@ fn baresip_call_on_a_recording_route_is_recorded_both_tracks() {
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["header"]["call"]["source"], "sip", "{r}");
     assert_eq!(r["header"]["call"]["route"], "route0", "{r}");
-    assert!(r["header"]["call"]["to"].as_str().unwrap().starts_with("***"), "{r}");
+    assert!(
+        r["header"]["call"]["to"]
+            .as_str()
+            .unwrap()
+            .starts_with("***"),
+        "{r}"
+    );
 }

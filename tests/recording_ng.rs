@@ -14,7 +14,8 @@ use std::process::Command;
 use common::Daemon;
 use recording::{cli, needles, plaintext_hits, tone_call, tone_level, wait_sealed, wav_channels};
 
-const ON: &str = "[media]\nport_min = 41000\nport_max = 41999\n[recording]\nenabled = true\nchunk_ms = 200\n";
+const ON: &str =
+    "[media]\nport_min = 41000\nport_max = 41999\n[recording]\nenabled = true\nchunk_ms = 200\n";
 
 fn config(d: &Daemon) -> PathBuf {
     d.dir.path().join("srtp-edge.toml")
@@ -26,7 +27,10 @@ fn rec_path(d: &Daemon, id: &str) -> PathBuf {
 
 fn python_reader(file: &Path, kek: &Path) -> serde_json::Value {
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/interop/recording/read_recording.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/interop/recording/read_recording.py"
+        ))
         .arg(file)
         .arg("--kek-file")
         .arg(kek)
@@ -55,15 +59,19 @@ fn start_recording_seals_both_tracks_that_export_and_an_independent_reader_decry
     // recordings directory, the state directory and /tmp (before anything is exported).
     let mut n = needles(call["payloads"]["a"].as_str().unwrap());
     n.extend(needles(call["payloads"]["b"].as_str().unwrap()));
-    let hits = plaintext_hits(
-        &[d.state.clone(), PathBuf::from("/tmp")],
-        &n,
-    );
+    let hits = plaintext_hits(&[d.state.clone(), PathBuf::from("/tmp")], &n);
     assert!(hits.is_empty(), "plaintext audio found in {hits:?}");
     // The search does find a plaintext copy (the test would otherwise prove nothing).
     let bait = d.dir.path().join("bait.raw");
-    std::fs::write(&bait, hex::decode(call["payloads"]["b"].as_str().unwrap()).unwrap()).unwrap();
-    assert_eq!(plaintext_hits(&[d.dir.path().to_path_buf()], &n), vec![bait.clone()]);
+    std::fs::write(
+        &bait,
+        hex::decode(call["payloads"]["b"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        plaintext_hits(&[d.dir.path().to_path_buf()], &n),
+        vec![bait.clone()]
+    );
     std::fs::remove_file(&bait).unwrap();
 
     let (ok, out) = cli(&config(&d), &["recording", "verify", &ids[0]]);
@@ -74,16 +82,34 @@ fn start_recording_seals_both_tracks_that_export_and_an_independent_reader_decry
     let wav = d.dir.path().join("call.wav");
     let (ok, out) = cli(
         &config(&d),
-        &["recording", "export", &ids[0], "--wav", wav.to_str().unwrap()],
+        &[
+            "recording",
+            "export",
+            &ids[0],
+            "--wav",
+            wav.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{out}");
     let (rate, left, right) = wav_channels(&wav);
     assert_eq!(rate, 8000);
     assert!(left.len() >= 8000 * 29 / 10, "{} samples", left.len());
-    let (l440, l1k) = (tone_level(&left, 8000.0, 440.0), tone_level(&left, 8000.0, 1000.0));
-    let (r440, r1k) = (tone_level(&right, 8000.0, 440.0), tone_level(&right, 8000.0, 1000.0));
-    assert!(l440 > 1000.0 && l440 > 100.0 * l1k, "left: 440 Hz {l440}, 1 kHz {l1k}");
-    assert!(r1k > 1000.0 && r1k > 100.0 * r440, "right: 1 kHz {r1k}, 440 Hz {r440}");
+    let (l440, l1k) = (
+        tone_level(&left, 8000.0, 440.0),
+        tone_level(&left, 8000.0, 1000.0),
+    );
+    let (r440, r1k) = (
+        tone_level(&right, 8000.0, 440.0),
+        tone_level(&right, 8000.0, 1000.0),
+    );
+    assert!(
+        l440 > 1000.0 && l440 > 100.0 * l1k,
+        "left: 440 Hz {l440}, 1 kHz {l1k}"
+    );
+    assert!(
+        r1k > 1000.0 && r1k > 100.0 * r440,
+        "right: 1 kHz {r1k}, 440 Hz {r440}"
+    );
     std::fs::remove_file(&wav).unwrap();
 
     // The independent reader agrees.
@@ -92,8 +118,14 @@ fn start_recording_seals_both_tracks_that_export_and_an_independent_reader_decry
     assert_eq!(r["frames"]["0"], 150, "{r}");
     assert_eq!(r["frames"]["1"], 150, "{r}");
     let t = &r["tones"];
-    assert!(t["0"]["440.0"].as_f64().unwrap() > 100.0 * t["0"]["1000.0"].as_f64().unwrap(), "{r}");
-    assert!(t["1"]["1000.0"].as_f64().unwrap() > 100.0 * t["1"]["440.0"].as_f64().unwrap(), "{r}");
+    assert!(
+        t["0"]["440.0"].as_f64().unwrap() > 100.0 * t["0"]["1000.0"].as_f64().unwrap(),
+        "{r}"
+    );
+    assert!(
+        t["1"]["1000.0"].as_f64().unwrap() > 100.0 * t["1"]["440.0"].as_f64().unwrap(),
+        "{r}"
+    );
 
     // The header holds no Call-ID and no key; the audit log has the daemon's wrap and the
     // CLI's unwraps, and its chain holds.
@@ -102,9 +134,42 @@ fn start_recording_seals_both_tracks_that_export_and_an_independent_reader_decry
     let (ok, out) = cli(&config(&d), &["audit", "verify"]);
     assert!(ok, "{out}");
     let log = std::fs::read_to_string(d.state.join("keys/audit.log")).unwrap();
-    assert!(log.contains("\"actor\":\"daemon\",\"op\":\"wrap\""), "{log}");
+    assert!(
+        log.contains("\"actor\":\"daemon\",\"op\":\"wrap\""),
+        "{log}"
+    );
     assert!(log.contains("\"purpose\":\"export\""), "{log}");
-    assert!(!d.log_text().contains(call["call_id"].as_str().unwrap()), "Call-ID in the log");
+    assert!(
+        !d.log_text().contains(call["call_id"].as_str().unwrap()),
+        "Call-ID in the log"
+    );
+
+    // /posture: recording encrypted, the provider, the KEK id and age; no key material.
+    let cfg = common::client(
+        common::roots_from(&d.state.join("ca.pem")),
+        &[&rustls::version::TLS13],
+    );
+    let mut s = common::connect(cfg, d.admin).unwrap();
+    let (status, _, body) =
+        common::http_get(&mut s, "/posture", Some(&format!("Bearer {}", d.token())));
+    assert_eq!(status, 200);
+    for line in [
+        "recording enabled",
+        "recording_encryption AES-256-GCM",
+        "kek_provider file file",
+        "kek file:recordings/default/v1 age_days 0",
+    ] {
+        assert!(body.contains(line), "{line} missing:\n{body}");
+    }
+    let kek_hex = std::fs::read_to_string(d.state.join("keys/kek")).unwrap();
+    let kek_hex = kek_hex
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap();
+    assert!(!body.contains(kek_hex), "KEK in /posture");
 }
 
 #[test]
@@ -114,7 +179,15 @@ fn record_call_flag_records_from_the_answer_and_pause_skips_audio() {
     // Recorded from the offer's flag; paused for packets 50-99 (1 s of the 3 s).
     let call = tone_call(
         ng,
-        &["--record-flag", "--packets", "150", "--pause-at", "50", "--resume-at", "100"],
+        &[
+            "--record-flag",
+            "--packets",
+            "150",
+            "--pause-at",
+            "50",
+            "--resume-at",
+            "100",
+        ],
     );
     assert_eq!(call["ok"], true, "{call}");
     assert_eq!(call["ng"]["pause"], "ok", "{call}");
@@ -137,12 +210,21 @@ fn record_call_flag_records_from_the_answer_and_pause_skips_audio() {
 fn recording_is_off_by_default() {
     let d = Daemon::start("[media]\nport_min = 42000\nport_max = 42999\n");
     let ng = d.ng.unwrap();
-    let call = tone_call(ng, &["--record-flag", "--start-recording", "--packets", "20"]);
+    let call = tone_call(
+        ng,
+        &["--record-flag", "--start-recording", "--packets", "20"],
+    );
     // The call itself goes through; recording is refused with a reason.
     assert_eq!(call["ok"], true, "{call}");
-    assert_eq!(call["ng"]["offer_warning"], "recording is not enabled", "{call}");
+    assert_eq!(
+        call["ng"]["offer_warning"], "recording is not enabled",
+        "{call}"
+    );
     assert_eq!(call["ng"]["start_recording"], "error", "{call}");
-    assert_eq!(call["ng"]["start_recording_error"], "recording is not enabled");
+    assert_eq!(
+        call["ng"]["start_recording_error"],
+        "recording is not enabled"
+    );
     assert!(!d.state.join("recordings").exists());
     assert!(!d.state.join("keys").exists());
 }
@@ -174,7 +256,10 @@ fn tampering_truncation_reordering_shredding_and_audit_edits_are_detected() {
     let mut flipped = orig.clone();
     flipped[c1 + 20] ^= 0x01;
     let (ok, out) = verify(&flipped);
-    assert!(!ok && out.contains("chunk 1: authentication failed"), "{out}");
+    assert!(
+        !ok && out.contains("chunk 1: authentication failed"),
+        "{out}"
+    );
 
     let mut header = orig.clone();
     header[20] ^= 0x01;
@@ -191,7 +276,10 @@ fn tampering_truncation_reordering_shredding_and_audit_edits_are_detected() {
     swapped.extend_from_slice(&orig[c0..c1]);
     swapped.extend_from_slice(&orig[c2..]);
     let (ok, out) = verify(&swapped);
-    assert!(!ok && out.contains("chunk 0: it is chunk 1 of this file moved here"), "{out}");
+    assert!(
+        !ok && out.contains("chunk 0: it is chunk 1 of this file moved here"),
+        "{out}"
+    );
 
     // Shred: the key block is gone, export fails, the file is noise.
     let (ok, out) = cli(&config(&d), &["recording", "shred", &ids[0]]);
@@ -199,14 +287,22 @@ fn tampering_truncation_reordering_shredding_and_audit_edits_are_detected() {
     let wav = d.dir.path().join("x.wav");
     let (ok, out) = cli(
         &config(&d),
-        &["recording", "export", &ids[0], "--wav", wav.to_str().unwrap()],
+        &[
+            "recording",
+            "export",
+            &ids[0],
+            "--wav",
+            wav.to_str().unwrap(),
+        ],
     );
     assert!(!ok && out.contains("shredded"), "{out}");
     assert!(!wav.exists());
     let (_, out) = cli(&config(&d), &["recording", "list"]);
     assert!(out.contains("shredded"), "{out}");
     let log = d.state.join("keys/audit.log");
-    assert!(std::fs::read_to_string(&log).unwrap().contains("\"op\":\"shred\""));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("\"op\":\"shred\""));
 
     // The audit chain with one line removed fails, naming where.
     let (ok, out) = cli(&config(&d), &["audit", "verify"]);
@@ -245,5 +341,8 @@ fn a_key_file_others_can_read_stops_the_daemon_and_the_cli() {
         .unwrap();
     assert!(!out.status.success(), "{cfg}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("keys/kek") && err.contains("chmod 600"), "{err}");
+    assert!(
+        err.contains("keys/kek") && err.contains("chmod 600"),
+        "{err}"
+    );
 }

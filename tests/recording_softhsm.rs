@@ -39,7 +39,10 @@ fn softhsm_kek_records_rotates_rewraps_and_shreds() {
     assert_eq!(call["ok"], true, "{call}");
     let ids = wait_sealed(&config, 2);
     let (_, out) = cli(&config, &["recording", "list"]);
-    assert!(out.contains("hsm:recordings/default/v2"), "new recordings use v2: {out}");
+    assert!(
+        out.contains("hsm:recordings/default/v2"),
+        "new recordings use v2: {out}"
+    );
     // The v1 recording still opens.
     let (ok, out) = cli(&config, &["recording", "verify", &first]);
     assert!(ok, "{out}");
@@ -54,7 +57,11 @@ fn softhsm_kek_records_rotates_rewraps_and_shreds() {
     let h = u32::from_be_bytes(before[10..14].try_into().unwrap()) as usize;
     let k = u16::from_be_bytes(before[14 + h..16 + h].try_into().unwrap()) as usize;
     assert_eq!(before[..16 + h], after[..16 + h], "header unchanged");
-    assert_ne!(before[16 + h..16 + h + k], after[16 + h..16 + h + k], "key block re-wrapped");
+    assert_ne!(
+        before[16 + h..16 + h + k],
+        after[16 + h..16 + h + k],
+        "key block re-wrapped"
+    );
     assert_eq!(before[16 + h + k..], after[16 + h + k..], "audio untouched");
     let (_, out) = cli(&config, &["recording", "list"]);
     assert!(!out.contains("/v1"), "{out}");
@@ -65,7 +72,16 @@ fn softhsm_kek_records_rotates_rewraps_and_shreds() {
     let (ok, out) = cli(&config, &["recording", "shred", &first]);
     assert!(ok, "{out}");
     let wav = d.dir.path().join("x.wav");
-    let (ok, out) = cli(&config, &["recording", "export", &first, "--wav", wav.to_str().unwrap()]);
+    let (ok, out) = cli(
+        &config,
+        &[
+            "recording",
+            "export",
+            &first,
+            "--wav",
+            wav.to_str().unwrap(),
+        ],
+    );
     assert!(!ok && out.contains("shredded"), "{out}");
     let other = ids.iter().find(|i| **i != first).unwrap();
     let (ok, out) = cli(&config, &["recording", "verify", other]);
@@ -74,7 +90,13 @@ fn softhsm_kek_records_rotates_rewraps_and_shreds() {
     let (ok, out) = cli(&config, &["audit", "verify"]);
     assert!(ok, "{out}");
     let log = std::fs::read_to_string(d.state.join("keys/audit.log")).unwrap();
-    for op in ["\"op\":\"wrap\"", "\"op\":\"unwrap\"", "\"op\":\"rotate\"", "\"op\":\"shred\"", "\"purpose\":\"rewrap\""] {
+    for op in [
+        "\"op\":\"wrap\"",
+        "\"op\":\"unwrap\"",
+        "\"op\":\"rotate\"",
+        "\"op\":\"shred\"",
+        "\"purpose\":\"rewrap\"",
+    ] {
         assert!(log.contains(op), "{op} missing:\n{log}");
     }
 }

@@ -42,6 +42,7 @@ pub fn start(
         })?;
     let r = Recorder::start(&cfg.recording, &cfg.state_dir, keys, engine.clone())?;
     calls.set_recorder(r.clone());
+    super::posture::register(r.clone());
     tracing::info!(
         directory = %cfg.recording.directory_in(&cfg.state_dir).display(),
         provider = %cfg.recording.key_provider,

@@ -14,5 +14,6 @@ pub use tap::RecordTap;
 pub mod cli;
 pub mod daemon;
 pub mod ng;
+pub mod posture;
 pub mod store;
 pub mod wav;

@@ -151,7 +151,9 @@ impl MediaPlane for crate::media::calls::Calls {
     }
     fn record(&self, call_id: &str, req: crate::recording::RecordRequest) -> Result<(), String> {
         let r = self.recorder().ok_or("recording is not enabled")?;
-        r.request(self, call_id, req).map(|_| ()).map_err(|e| e.to_string())
+        r.request(self, call_id, req)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -10,7 +10,10 @@ use srtp_edge::fork::G711;
 /// Runs `interop/recording/tone_call.py` against `ng` with `args`; returns its JSON.
 pub fn tone_call(ng: std::net::SocketAddr, args: &[&str]) -> serde_json::Value {
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/interop/recording/tone_call.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/interop/recording/tone_call.py"
+        ))
         .arg("--ng")
         .arg(ng.to_string())
         .args(args)
@@ -129,7 +132,10 @@ pub fn plaintext_hits(roots: &[PathBuf], needles: &[Vec<u8>]) -> Vec<PathBuf> {
     let confirm = |data: &[u8], q: usize| {
         needles.iter().any(|n| {
             (0..=16).any(|d| {
-                q >= d && data.get(q - d..q - d + 32).is_some_and(|w| w == n.as_slice())
+                q >= d
+                    && data
+                        .get(q - d..q - d + 32)
+                        .is_some_and(|w| w == n.as_slice())
             })
         })
     };
@@ -153,15 +159,13 @@ pub fn plaintext_hits(roots: &[PathBuf], needles: &[Vec<u8>]) -> Vec<PathBuf> {
             continue;
         };
         seen += 1;
-        let found = (0..data.len().saturating_sub(15))
-            .step_by(16)
-            .any(|q| {
-                let i = slot(&data[q..]);
-                filter[i / 64] & (1 << (i % 64)) != 0 && {
-                    let g: [u8; 16] = data[q..q + 16].try_into().unwrap();
-                    grams.contains(&g) && confirm(&data, q)
-                }
-            });
+        let found = (0..data.len().saturating_sub(15)).step_by(16).any(|q| {
+            let i = slot(&data[q..]);
+            filter[i / 64] & (1 << (i % 64)) != 0 && {
+                let g: [u8; 16] = data[q..q + 16].try_into().unwrap();
+                grams.contains(&g) && confirm(&data, q)
+            }
+        });
         if found {
             hits.push(p);
         }

@@ -17,7 +17,13 @@ pub(crate) fn mask(s: &str) -> String {
 impl<M: MediaPlane> B2bua<M> {
     /// Asks the media plane to record call `key` when its route says so. A refusal (recording
     /// off, codec) is logged; the call goes on unrecorded.
-    pub(super) fn start_route_recording(&self, key: &str, route: usize, trunk: &str, req: &Request) {
+    pub(super) fn start_route_recording(
+        &self,
+        key: &str,
+        route: usize,
+        trunk: &str,
+        req: &Request,
+    ) {
         let Some(r) = self.settings.routes.get(route).filter(|r| r.record) else {
             return;
         };
