@@ -24,8 +24,12 @@ fn a_full_recording_disk_costs_the_call_no_packet() {
     let state = dir.path().join("state");
     let rec = dir.path().join("rec");
     std::fs::create_dir_all(&rec).unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", common::free_tcp_port()).parse().unwrap();
-    let ng: SocketAddr = format!("127.0.0.1:{}", common::free_udp_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", common::free_tcp_port())
+        .parse()
+        .unwrap();
+    let ng: SocketAddr = format!("127.0.0.1:{}", common::free_udp_port())
+        .parse()
+        .unwrap();
     let sip = common::free_tcp_port();
     let cfg = dir.path().join("srtp-edge.toml");
     std::fs::write(
@@ -53,7 +57,8 @@ fn a_full_recording_disk_costs_the_call_no_packet() {
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     // Wait for ng.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut buf = [0u8; 256];
     loop {
@@ -69,8 +74,18 @@ fn a_full_recording_disk_costs_the_call_no_packet() {
 
     let call = tone_call(ng, &["--start-recording", "--packets", "500"]);
     assert_eq!(call["ng"]["start_recording"], "ok", "{call}\n{}", logs());
-    assert_eq!(call["got"]["a"], 500, "relay loss A→B with the disk full: {call}\n{}", logs());
-    assert_eq!(call["got"]["b"], 500, "relay loss B→A with the disk full: {call}\n{}", logs());
+    assert_eq!(
+        call["got"]["a"],
+        500,
+        "relay loss A→B with the disk full: {call}\n{}",
+        logs()
+    );
+    assert_eq!(
+        call["got"]["b"],
+        500,
+        "relay loss B→A with the disk full: {call}\n{}",
+        logs()
+    );
 
     std::thread::sleep(Duration::from_millis(1500));
     let token = std::fs::read_to_string(state.join("admin-token")).unwrap();
@@ -79,8 +94,11 @@ fn a_full_recording_disk_costs_the_call_no_packet() {
         &[&rustls::version::TLS13],
     );
     let mut s = common::connect(cfg_tls, admin).unwrap();
-    let (status, _, metrics) =
-        common::http_get(&mut s, "/metrics", Some(&format!("Bearer {}", token.trim())));
+    let (status, _, metrics) = common::http_get(
+        &mut s,
+        "/metrics",
+        Some(&format!("Bearer {}", token.trim())),
+    );
     // SAFETY: kill(2) on the pid we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
@@ -90,6 +108,10 @@ fn a_full_recording_disk_costs_the_call_no_packet() {
         .find(|l| l.starts_with("srtp_edge_recording_frames_dropped_total{reason=\"write_error\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
-    assert!(dropped > 0.0, "no write error counted:\n{metrics}\n{}", logs());
+    assert!(
+        dropped > 0.0,
+        "no write error counted:\n{metrics}\n{}",
+        logs()
+    );
     assert!(logs().contains("recording write failed"), "{}", logs());
 }

@@ -116,8 +116,10 @@ fn range(
 
 /// Validates `[recording]` (provider and trunk names are checked by the caller, which knows them).
 pub(crate) fn validate(raw: RawRecording, errs: &mut Vec<ConfigError>) -> RecordingConfig {
-    let mut c = RecordingConfig::default();
-    c.enabled = raw.enabled;
+    let mut c = RecordingConfig {
+        enabled: raw.enabled,
+        ..Default::default()
+    };
     if !raw.directory.is_empty() {
         c.directory = Some(PathBuf::from(raw.directory));
     }

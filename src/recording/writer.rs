@@ -72,16 +72,12 @@ pub fn pack_codec(law: G711, pt: u8) -> u32 {
 }
 
 fn unpack_codec(v: u32) -> Option<(G711, u8)> {
-    (v & 0x1_0000 != 0).then(|| {
-        (
-            if v & 0x100 != 0 {
-                G711::Pcma
-            } else {
-                G711::Pcmu
-            },
-            (v & 0x7f) as u8,
-        )
-    })
+    let law = if v & 0x100 != 0 {
+        G711::Pcma
+    } else {
+        G711::Pcmu
+    };
+    (v & 0x1_0000 != 0).then_some((law, (v & 0x7f) as u8))
 }
 
 /// The call codecs of running recordings by slot, written by signaling, read by the writer.

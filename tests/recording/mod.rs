@@ -1,5 +1,6 @@
 //! Helpers shared by the recording tests: run a recorded tone call through ng, run the CLI,
 //! analyse WAV files, and search the disk for plaintext audio.
+#![allow(dead_code)] // each test binary uses a part of these helpers
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

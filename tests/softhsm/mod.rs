@@ -1,5 +1,6 @@
 //! A throw-away SoftHSM2 token for tests: its own config and token directory under a temp dir,
 //! a token labelled `srtp-edge`, a 0600 PIN file. Needs Debian's `softhsm2` (interop/install-peers.sh).
+#![allow(dead_code)] // each test binary uses a part of these helpers
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
