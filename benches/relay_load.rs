@@ -8,7 +8,11 @@
 //! A, AES_CM_128_HMAC_SHA1_32 on B), so both relays must really decrypt and re-encrypt.
 //!
 //! Run: `cargo bench --bench relay_load -- [--calls 100,500,1000] [--secs 10]
-//! [--only srtp-edge|rtpengine]`
+//! [--only srtp-edge|rtpengine] [--record]`
+//!
+//! `--record` records every call (`record-call` on the offer): srtp-edge seals both tracks
+//! (AES-256-GCM, `[recording] enabled`, key file provider), rtpengine writes them unencrypted
+//! (`--recording-method=pcap`); the report adds the disk bytes per call-minute of each.
 //!
 //! The ng client, the SDP scanning and the bencode codec here are deliberately independent of
 //! srtp-edge's own (a few lines each), so the harness also checks that srtp-edge speaks ng the way
@@ -211,6 +215,8 @@ struct Relay {
     ng: SocketAddr,
     _dir: tempfile::TempDir,
     flags: &'static [&'static str],
+    /// Where its recordings go (`--record`).
+    rec_dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for Relay {
@@ -256,15 +262,20 @@ fn wait_ng(ng: SocketAddr, child: &mut Child) -> Result<(), String> {
     Err("relay did not answer ng ping".into())
 }
 
-fn start_srtp_edge(workers: usize) -> Result<Relay, String> {
+fn start_srtp_edge(workers: usize, record: bool) -> Result<Relay, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ng: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
     let cfg = format!(
         "state_dir = {:?}\n[log]\nlevel = \"warn\"\n[sip]\nlisten = []\n[admin]\nlisten = []\n\
          [control]\nlisten = [\"{ng}\"]\n[media]\nport_min = 20000\nport_max = 29999\n\
          workers = {workers}\ntimeout_secs = 600\n\
-         suites = [\"AES_CM_128_HMAC_SHA1_80\", \"AES_CM_128_HMAC_SHA1_32\"]\n",
-        dir.path().join("state").display().to_string()
+         suites = [\"AES_CM_128_HMAC_SHA1_80\", \"AES_CM_128_HMAC_SHA1_32\"]\n{}",
+        dir.path().join("state").display().to_string(),
+        if record {
+            "[recording]\nenabled = true\nqueue_frames = 65536\n"
+        } else {
+            ""
+        }
     );
     let path = dir.path().join("srtp-edge.toml");
     std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
@@ -276,19 +287,29 @@ fn start_srtp_edge(workers: usize) -> Result<Relay, String> {
         .spawn()
         .map_err(|e| format!("srtp-edge: {e}"))?;
     wait_ng(ng, &mut child)?;
+    let rec_dir = record.then(|| dir.path().join("state/recordings"));
     Ok(Relay {
         name: "srtp-edge",
         child,
         ng,
         _dir: dir,
-        flags: &[],
+        flags: if record { &["record-call"] } else { &[] },
+        rec_dir,
     })
 }
 
-fn start_rtpengine(threads: usize) -> Result<Relay, String> {
+fn start_rtpengine(threads: usize, record: bool) -> Result<Relay, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ng: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
+    let rec_dir = dir.path().join("rec");
+    let mut rec_args = Vec::new();
+    if record {
+        std::fs::create_dir_all(&rec_dir).map_err(|e| e.to_string())?;
+        rec_args.push(format!("--recording-dir={}", rec_dir.display()));
+        rec_args.push("--recording-method=pcap".to_string());
+    }
     let mut child = Command::new("rtpengine")
+        .args(&rec_args)
         .args([
             "--foreground",
             "--config-file=none",
@@ -313,7 +334,8 @@ fn start_rtpengine(threads: usize) -> Result<Relay, String> {
         ng,
         _dir: dir,
         // Keep SDES on both sides; rtpengine picks its own keys per leg for the suites it offers.
-        flags: &[],
+        flags: if record { &["record-call"] } else { &[] },
+        rec_dir: record.then_some(rec_dir),
     })
 }
 
@@ -564,6 +586,7 @@ fn main() {
         .and_then(|x| x.parse().ok())
         .unwrap_or(if test_mode { 1 } else { 10 });
     let only = arg("--only");
+    let record = args.iter().any(|a| a == "--record");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut results: Vec<Outcome> = Vec::new();
     for &n in &calls {
@@ -572,9 +595,9 @@ fn main() {
                 continue;
             }
             let relay = if which == "srtp-edge" {
-                start_srtp_edge(cores)
+                start_srtp_edge(cores, record)
             } else {
-                start_rtpengine(cores)
+                start_rtpengine(cores, record)
             };
             let mut relay = match relay {
                 Ok(r) => r,
@@ -599,6 +622,19 @@ fn main() {
                         o.rss_per_call_kib,
                         o.user_share * 100.0
                     );
+                    if let Some(d) = &relay.rec_dir {
+                        // Let the writer seal the last chunks, then weigh what is on disk.
+                        std::thread::sleep(Duration::from_secs(2));
+                        let bytes = dir_bytes(d);
+                        let call_min = n as f64 * (secs + 2) as f64 / 60.0;
+                        println!(
+                            "{:<10} calls={:<5} recordings on disk: {} bytes, {:.0} bytes per call-minute",
+                            o.relay,
+                            n,
+                            bytes,
+                            bytes as f64 / call_min.max(1e-9)
+                        );
+                    }
                     results.push(o);
                 }
                 Err(e) => eprintln!("{which} calls={n}: {e}"),
@@ -614,4 +650,23 @@ fn main() {
             );
         }
     }
+}
+
+/// Bytes of every file under `d`.
+fn dir_bytes(d: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
