@@ -18,7 +18,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -51,9 +50,11 @@ impl Actor {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
             .take(32)
             .collect();
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
-        Actor::Cli { user, uid }
+        let user = if user.is_empty() { "?".into() } else { user };
+        Actor::Cli {
+            user,
+            uid: super::sys::uid(),
+        }
     }
 }
 
@@ -174,10 +175,7 @@ impl AuditLog {
             .mode(0o600)
             .open(&self.path)
             .map_err(err)?;
-        // SAFETY: flock on a descriptor we own; released when `f` is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(err(std::io::Error::last_os_error()));
-        }
+        super::sys::flock(&f, super::sys::Lock::Exclusive).map_err(err)?;
         let (seq, prev) = match last_line(&mut f).map_err(err)? {
             None => (1, ZERO.to_string()),
             Some(line) => {

@@ -16,7 +16,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -58,8 +57,7 @@ pub fn check_private(path: &Path) -> Result<(), KeyError> {
             "mode {mode:04o} lets group or others access it (chmod 600)"
         )));
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = super::sys::euid();
     if meta.uid() != me {
         return Err(unsafe_file(format!(
             "owned by uid {}, not by this user (uid {me})",
@@ -69,17 +67,8 @@ pub fn check_private(path: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn flock(f: &File, op: libc::c_int) -> Result<(), KeyError> {
-    // SAFETY: flock on a descriptor we own; blocks until the lock is granted.
-    let r = unsafe { libc::flock(f.as_raw_fd(), op) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(KeyError::Other(format!(
-            "cannot lock the key file: {}",
-            std::io::Error::last_os_error()
-        )))
-    }
+fn flock(f: &File, how: super::sys::Lock) -> Result<(), KeyError> {
+    super::sys::flock(f, how).map_err(|e| KeyError::Other(format!("cannot lock the key file: {e}")))
 }
 
 fn now_unix() -> u64 {
@@ -140,9 +129,9 @@ impl FileProvider {
         flock(
             &f,
             if exclusive {
-                libc::LOCK_EX
+                super::sys::Lock::Exclusive
             } else {
-                libc::LOCK_SH
+                super::sys::Lock::Shared
             },
         )?;
         Ok(f)

@@ -8,7 +8,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -40,8 +39,7 @@ pub struct Listing {
 }
 
 fn try_lock(f: &File) -> bool {
-    // SAFETY: flock on a descriptor we own; released when the file is closed.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    crate::keys::sys::flock(f, crate::keys::sys::Lock::TryExclusive).is_ok()
 }
 
 fn read_head(f: &mut File) -> Result<Vec<u8>, String> {

@@ -12,7 +12,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -177,8 +176,7 @@ fn create_file(cfg: &WriterConfig, keys: &Keys, header: &Header) -> Result<(File
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; released when the file is closed.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    let _ = crate::keys::sys::flock(&f, crate::keys::sys::Lock::TryExclusive);
     let mut start = aad.clone();
     start.extend_from_slice(&(kb.len() as u16).to_be_bytes());
     start.extend_from_slice(&kb);
