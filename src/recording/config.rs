@@ -189,6 +189,13 @@ pub(crate) fn cross_check(cfg: &crate::config::Config) -> Vec<ConfigError> {
         }
     }
     for (i, route) in cfg.routes.iter().enumerate() {
+        if route.record && route.agent.is_some() {
+            err(
+                &mut errs,
+                &format!("routes[{i}].record"),
+                "agent routes cannot be recorded yet (record the call at the backend)",
+            );
+        }
         if route.record && !r.enabled {
             err(
                 &mut errs,

@@ -235,15 +235,12 @@ fn header_for(s: &Start, law: G711, chunk_ms: u32) -> Result<Header, String> {
 impl Writer {
     fn run(&mut self, rx: Receiver<WriterCmd>) {
         let mut last_export = Instant::now();
+        let mut shutdown = false;
         loop {
-            let mut shutdown = false;
-            loop {
+            while !shutdown {
                 match rx.try_recv() {
                     Ok(WriterCmd::Start(s)) => self.start(*s),
-                    Ok(WriterCmd::Shutdown) | Err(TryRecvError::Disconnected) => {
-                        shutdown = true;
-                        break;
-                    }
+                    Ok(WriterCmd::Shutdown) | Err(TryRecvError::Disconnected) => shutdown = true,
                     Err(TryRecvError::Empty) => break,
                 }
             }
