@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the build dependencies (libssl-dev and pkg-config: the DTLS engine links the system
 # libssl 3) and the real peers the tests talk to: Debian packages (SIPp, baresip, Kamailio with
-# TLS, tshark, stunnel, TLS scanners, rtpengine, openssl, systemd-analyze, SoftHSM) and PyPI
+# TLS, tshark, stunnel, TLS scanners, rtpengine, openssl, systemd-analyze, SoftHSM, valgrind for
+# the instruction-count check) and PyPI
 # packages (pylibsrtp, aiortc, websockets). Idempotent; uses sudo when not run as root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,7 +10,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 debs=(libssl-dev pkg-config sip-tester baresip kamailio kamailio-tls-modules tshark stunnel4 sslscan testssl.sh
-      rtpengine-daemon openssl curl systemd softhsm2 iproute2 sox)
+      rtpengine-daemon openssl curl systemd softhsm2 iproute2 sox valgrind)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

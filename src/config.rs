@@ -243,6 +243,12 @@ pub struct MediaConfig {
     /// A DTLS-SRTP handshake not complete this many seconds after our SDP went out ends the
     /// call (1-60).
     pub dtls_handshake_timeout_secs: u32,
+    /// Read and send each wake-up's packets with one io_uring submission each (falls back to
+    /// recvfrom/sendto where io_uring is unavailable); false: always recvfrom/sendto.
+    pub io_uring: bool,
+    /// Under load, the pause (µs) a worker takes after a busy wake-up so that the next one
+    /// relays many packets (0-1000; 0: never pause).
+    pub batch_pause_us: u32,
 }
 
 /// The whole validated configuration. Immutable once built.
@@ -505,6 +511,8 @@ struct RawMedia {
     relatch_packets: i64,
     suites: Vec<String>,
     dtls_handshake_timeout_secs: i64,
+    io_uring: bool,
+    batch_pause_us: i64,
 }
 
 impl Default for RawMedia {
@@ -525,6 +533,8 @@ impl Default for RawMedia {
                 .map(|p| p.sdes_name().into())
                 .collect(),
             dtls_handshake_timeout_secs: 10,
+            io_uring: true,
+            batch_pause_us: 200,
         }
     }
 }
@@ -978,6 +988,8 @@ impl Validator {
                 1,
                 60,
             ) as u32,
+            io_uring: raw.io_uring,
+            batch_pause_us: self.range("media.batch_pause_us", raw.batch_pause_us, 0, 1000) as u32,
         }
     }
 

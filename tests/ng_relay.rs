@@ -163,6 +163,40 @@ fn libsrtp_peers_relay_every_suite_pair_with_separate_keys() {
     );
 }
 
+/// The recvfrom/sendto path (no io_uring, or `io_uring = false`) and the path without the
+/// batching pause relay and refuse exactly as the default one does.
+#[test]
+fn every_io_path_relays_and_refuses_the_same() {
+    for io in [
+        "io_uring = false\nbatch_pause_us = 200\n",
+        "io_uring = false\nbatch_pause_us = 0\n",
+        "io_uring = true\nbatch_pause_us = 0\n",
+    ] {
+        let d = Daemon::start(&format!("{MEDIA}{io}"));
+        let ng = d.ng.unwrap();
+        let r = libsrtp_call(
+            ng,
+            "AES_CM_128_HMAC_SHA1_80",
+            "AEAD_AES_128_GCM",
+            &["--packets", "30"],
+        );
+        assert_eq!(r["ok"], true, "{io}: {r}\n{}", d.log_text());
+        for side in ["a", "b", "a_rtcp", "b_rtcp"] {
+            assert_eq!(r["got"][side], r["sent"][side], "{io}: {side}: {r}");
+        }
+        let r = libsrtp_call(
+            ng,
+            "AEAD_AES_256_GCM",
+            "AES_CM_128_HMAC_SHA1_32",
+            &["--attack", "--packets", "40"],
+        );
+        assert_eq!(r["ok"], true, "{io}: {r}\n{}", d.log_text());
+        assert_eq!(r["attacks"]["leaked"], 0, "{io}: {r}");
+        assert_eq!(r["got"]["a"], r["sent"]["a"], "{io}: {r}");
+        assert_eq!(r["got"]["b"], r["sent"]["b"], "{io}: {r}");
+    }
+}
+
 #[test]
 fn plain_rtp_forgeries_and_replays_never_leave_and_are_counted() {
     let d = Daemon::start(MEDIA);

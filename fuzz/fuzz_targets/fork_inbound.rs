@@ -7,9 +7,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use std::time::Instant;
+
 use srtp_edge::fork::protocol::{self, BackendMessage, CallMeta, Protocol, Track, MAX_MARK_NAME};
-use srtp_edge::fork::session::{Action, ForkSession, SessionParams};
+use srtp_edge::fork::session::{ForkMode, ForkSession, SessionEvent, SessionParams};
 use srtp_edge::fork::G711;
+use srtp_edge::rand::SeededRandom;
 
 const MAX_FRAMES: usize = 50;
 
@@ -22,21 +25,26 @@ fn check(text: &str, m: &BackendMessage) {
 }
 
 fn session(protocol: Protocol, codec: G711) -> ForkSession {
-    ForkSession::new(SessionParams {
-        protocol,
-        codec,
-        tracks: vec![Track::Inbound],
-        meta: CallMeta {
-            from: String::new(),
-            to: String::new(),
-            sip_call_id: "fuzz".into(),
-            direction: "inbound".into(),
-            route: "fuzz".into(),
+    let mut rng = SeededRandom::new(1);
+    ForkSession::new(
+        SessionParams {
+            protocol,
+            mode: ForkMode::Agent,
+            codec,
+            tracks: vec![Track::Inbound],
+            meta: CallMeta {
+                from: String::new(),
+                to: String::new(),
+                sip_call_id: "fuzz".into(),
+                direction: "inbound".into(),
+                route: "fuzz".into(),
+            },
+            call_sid: protocol::random_sid(&mut rng, "CA"),
+            account_sid: protocol::random_sid(&mut rng, "AC"),
+            max_playout_frames: MAX_FRAMES,
         },
-        call_sid: protocol::random_sid("CA"),
-        account_sid: protocol::random_sid("AC"),
-        max_playout_frames: MAX_FRAMES,
-    })
+        Box::new(rng),
+    )
     .expect("supported rates")
 }
 
@@ -59,21 +67,22 @@ fuzz_target!(|data: &[u8]| {
     };
     let codec = if sel & 4 == 0 { G711::Pcmu } else { G711::Pcma };
     let mut s = session(protocol, codec);
-    let mut out = Vec::new();
-    s.start(&mut out);
+    s.handle_connected(Instant::now());
     // Frames separated by 0xFF (never in UTF-8); a leading 0x00 makes a frame binary.
     for frame in rest.split(|&b| b == 0xFF).take(64) {
-        out.clear();
-        let r = match frame.split_first() {
-            Some((0, bin)) => s.on_binary(bin, &mut out),
+        while s.poll_transmit().is_some() {}
+        let _ = match frame.split_first() {
+            Some((0, bin)) => s.handle_binary(bin),
             _ => match std::str::from_utf8(frame) {
-                Ok(t) => s.on_text(t, &mut out),
+                Ok(t) => s.handle_text(t),
                 Err(_) => continue,
             },
         };
-        if let Ok(Action::Clear) = r {
-            s.clear(&mut out);
-            assert_eq!(s.playout().queued_frames(), 0);
+        while let Some(e) = s.poll_event() {
+            if e == SessionEvent::Clear {
+                s.handle_cleared();
+                assert_eq!(s.playout().queued_frames(), 0);
+            }
         }
         assert!(s.playout().queued_frames() <= MAX_FRAMES + 1);
         // The worker's clock pulls a frame now and then.
@@ -81,6 +90,6 @@ fuzz_target!(|data: &[u8]| {
             let _ = s.pop_playout();
         }
     }
-    out.clear();
-    s.stop(&mut out);
+    s.handle_stop();
+    while s.poll_transmit().is_some() {}
 });

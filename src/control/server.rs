@@ -21,8 +21,7 @@ use crate::media::calls::{unix_secs, CallError, CallReport, Calls, Negotiation};
 use crate::media::relay::Drop;
 use crate::srtp::Profile;
 
-/// ng requests by command and result.
-pub const NG_REQUESTS: &str = "srtp_edge_ng_requests_total";
+use crate::metrics::{NEGOTIATIONS_REFUSED, NG_REQUESTS};
 
 /// Largest ng datagram accepted (an SDP with many m-lines fits easily).
 const MAX_DATAGRAM: usize = 65_535;
@@ -189,8 +188,7 @@ impl NgServer {
 
     fn negotiate(&self, req: &Request) -> Value {
         if ng::refuses_plaintext(req) {
-            metrics::counter!(crate::media::calls::NEGOTIATIONS_REFUSED, "reason" => "plaintext")
-                .increment(1);
+            metrics::counter!(NEGOTIATIONS_REFUSED, "reason" => "plaintext").increment(1);
             return ng::reply_error(ng::PLAINTEXT_REFUSED);
         }
         let (Some(call_id), Some(from_tag), Some(sdp)) = (

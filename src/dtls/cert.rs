@@ -56,13 +56,22 @@ struct Inner {
 
 impl DtlsIdentity {
     /// Generates a self-signed ECDSA P-256 certificate with a random serial number (browsers
-    /// reject two certificates with the same issuer and serial) and a random common name.
+    /// reject two certificates with the same issuer and serial) and a random common name, from
+    /// the OS random source (what the daemon does once at start).
     pub fn generate() -> Result<DtlsIdentity, IdentityError> {
+        Self::generate_with(&mut crate::rand::OsRandom)
+    }
+
+    /// [`generate`](Self::generate) with the serial number and name drawn from `rng` (a
+    /// simulation's seeded source). The key pair always comes from the crypto library's own
+    /// generator.
+    pub fn generate_with(rng: &mut dyn crate::rand::Random) -> Result<DtlsIdentity, IdentityError> {
         let gen = |e: rcgen::Error| IdentityError::Generate(e.to_string());
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen)?;
         let mut serial = [0u8; 16];
-        getrandom::fill(&mut serial).map_err(|e| IdentityError::Generate(e.to_string()))?;
+        rng.fill(&mut serial)
+            .map_err(|e| IdentityError::Generate(e.to_string()))?;
         serial[0] &= 0x7f; // a positive INTEGER
         serial[0] |= 0x01; // and no leading zero byte to strip
         params.serial_number = Some(SerialNumber::from(serial.to_vec()));

@@ -15,33 +15,39 @@
 //! final and observable (`State::Failed`), and hostile input is bounded before it reaches the
 //! engine.
 //!
-//! Time: the handshake deadline follows the `now` the caller passes. Retransmission is
-//! OpenSSL's own timer (`DTLSv1_get_timeout` / `DTLSv1_handle_timeout`, RFC 6347 4.2.4.1: the
-//! configured initial timeout, doubled per retransmission), which runs on the wall clock, so
-//! `now` must be the current time (the media worker passes `Instant::now()`).
+//! Driving: like quinn-proto's `Connection`, the caller hands in datagrams
+//! ([`Endpoint::handle_datagram`]) and expired timers ([`Endpoint::handle_timeout`]) with the
+//! current `now`, then drains [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`] until
+//! they are empty, and calls again at [`Endpoint::poll_timeout`].
+//!
+//! Time: everything follows the `now` the caller passes, never the wall clock: the handshake
+//! deadline, and OpenSSL's own retransmission timer (RFC 6347 4.2.4.1: the configured initial
+//! timeout, doubled per retransmission), which [`super::ffi`] moves onto the caller's clock. A
+//! simulation can therefore run a lossy handshake with minutes of timeouts in milliseconds.
+//! (Randomness is OpenSSL's: its handshake randoms, keys and our cookie come from its CSPRNG.)
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::pkey::Id;
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef,
-    SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
-use openssl::x509::{X509StoreContextRef, X509VerifyResult};
+use openssl::x509::X509StoreContextRef;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::cert::DtlsIdentity;
+use super::ffi::{self, Engine, MAX_RTO_US};
 use super::fingerprint::{HashFunction, PeerFingerprints};
 use super::keys::{SrtpKeys, EXPORTER_LABEL};
+use super::pipe::MAX_QUEUED_TX;
 use super::setup::Role;
 use crate::srtp::Profile;
 
@@ -49,18 +55,12 @@ use crate::srtp::Profile;
 /// path MTU; 4 KiB leaves room for large-MTU paths while bounding what a peer can make us buffer.
 pub const MAX_DATAGRAM: usize = 4096;
 
-/// Datagrams queued for sending; the oldest is dropped beyond this (they are retransmitted).
-const MAX_QUEUED_TX: usize = 32;
-
 /// Records read per received datagram once connected (DTLS-SRTP carries no application data;
 /// this only drains what a peer might send anyway).
 const MAX_READS_PER_DATAGRAM: usize = 8;
 
 /// Largest peer certificate chain OpenSSL accepts (its default is 100 KiB).
 const MAX_CERT_LIST: usize = 32 * 1024;
-
-/// Ceiling of the doubled retransmission timeout (RFC 6347 4.2.4.1: at least 60 s).
-const MAX_RTO_US: u32 = 60_000_000;
 
 /// Bytes of the per-endpoint HelloVerifyRequest cookie.
 const COOKIE_LEN: usize = 16;
@@ -84,11 +84,6 @@ const SRTP_PROFILES: &str =
 /// bits, no SHA-1 handshake signatures.
 const SECURITY_LEVEL: u32 = 2;
 
-/// `SSL_ctrl` commands behind the `DTLSv1_get_timeout` and `DTLSv1_handle_timeout` macros
-/// (openssl/ssl.h), which the `openssl` crate does not wrap.
-const DTLS_CTRL_GET_TIMEOUT: libc::c_int = 73;
-const DTLS_CTRL_HANDLE_TIMEOUT: libc::c_int = 74;
-
 /// OpenSSL's library code of libssl errors (`ERR_LIB_SSL`).
 const ERR_LIB_SSL: libc::c_int = 20;
 /// OpenSSL's reason code for a received alert is this offset plus the alert description.
@@ -98,14 +93,6 @@ const SSL_R_READ_TIMEOUT_EXPIRED: libc::c_int = 312;
 /// OpenSSL's reason code for a client that sent no certificate
 /// (`SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE`).
 const SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE: libc::c_int = 199;
-
-extern "C" {
-    /// `void DTLS_set_timer_cb(SSL *s, DTLS_timer_cb cb)` (OpenSSL 1.1.1+), not in openssl-sys.
-    fn DTLS_set_timer_cb(
-        s: *mut openssl_sys::SSL,
-        cb: Option<unsafe extern "C" fn(*mut openssl_sys::SSL, libc::c_uint) -> libc::c_uint>,
-    );
-}
 
 /// Tunables of a handshake. The defaults follow RFC 6347 (1 s initial retransmission timer,
 /// doubled per retransmission) and the 10 s handshake deadline.
@@ -131,8 +118,6 @@ impl Default for EndpointConfig {
 
 /// Per-`SSL` data slots, registered once per process.
 struct Slots {
-    /// Initial retransmission timeout of this endpoint, microseconds.
-    rto_us: Index<Ssl, u32>,
     /// This endpoint's HelloVerifyRequest cookie.
     cookie: Index<Ssl, [u8; COOKIE_LEN]>,
 }
@@ -142,7 +127,6 @@ fn slots() -> Result<&'static Slots, FailReason> {
     SLOTS
         .get_or_init(|| {
             Ok(Slots {
-                rto_us: Ssl::new_ex_index().map_err(|e| e.to_string())?,
                 cookie: Ssl::new_ex_index().map_err(|e| e.to_string())?,
             })
         })
@@ -177,7 +161,7 @@ impl EndpointConfig {
         // Every handshake is a full one with a certificate to check against the SDP.
         b.set_session_cache_mode(SslSessionCacheMode::OFF);
         b.set_mode(SslMode::RELEASE_BUFFERS);
-        set_max_cert_list(&mut b);
+        ffi::set_max_cert_list(&mut b, MAX_CERT_LIST);
         let cookie = slots.cookie;
         b.set_cookie_generate_cb(move |ssl, buf| match ssl.ex_data(cookie) {
             Some(c) if buf.len() >= c.len() => {
@@ -199,21 +183,6 @@ impl EndpointConfig {
             rto_us,
             mtu: self.mtu.clamp(256, MAX_DATAGRAM) as u32,
         })
-    }
-}
-
-/// Caps the peer certificate chain OpenSSL buffers (`SSL_CTX_set_max_cert_list`, a macro over
-/// `SSL_CTX_ctrl` the `openssl` crate does not wrap).
-fn set_max_cert_list(b: &mut SslContextBuilder) {
-    const SSL_CTRL_SET_MAX_CERT_LIST: libc::c_int = 51;
-    // SAFETY: a plain integer setting on a valid SSL_CTX; no pointer is passed.
-    unsafe {
-        openssl_sys::SSL_CTX_ctrl(
-            b.as_ptr(),
-            SSL_CTRL_SET_MAX_CERT_LIST,
-            MAX_CERT_LIST as libc::c_long,
-            std::ptr::null_mut(),
-        );
     }
 }
 
@@ -296,44 +265,6 @@ pub enum State {
     Failed(FailReason),
 }
 
-/// The datagram pipe between OpenSSL and the endpoint. OpenSSL reads one whole datagram per
-/// `read` (DTLS needs datagram boundaries, which a byte-stream memory BIO would lose) and
-/// writes one datagram per `write` (it packs a flight's records up to the MTU before writing).
-#[derive(Default)]
-struct DatagramPipe {
-    rx: Option<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-impl Read for DatagramPipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.rx.take() {
-            Some(d) => {
-                // OpenSSL reads into a buffer of a full record (16 KiB+), larger than any
-                // datagram we pass; a shorter read would only truncate a record it then drops.
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
-                Ok(n)
-            }
-            None => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl Write for DatagramPipe {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.tx.len() >= MAX_QUEUED_TX {
-            self.tx.pop_front();
-        }
-        self.tx.push_back(buf.to_vec());
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What the verification callback found about the peer's certificate.
 const CERT_UNCHECKED: u8 = 0;
 const CERT_MATCHED: u8 = 1;
@@ -343,20 +274,47 @@ const CERT_WEAK_KEY: u8 = 3;
 /// The DTLS-SRTP state machine of one leg (client or server per `a=setup`).
 pub struct Endpoint {
     /// The engine; dropped (and its memory freed) once the endpoint failed or was closed.
-    tls: Option<SslStream<DatagramPipe>>,
+    tls: Option<Engine>,
     role: Role,
     peer: PeerFingerprints,
     verdict: Arc<AtomicU8>,
     state: State,
     deadline: Instant,
-    engine_timer: Option<Instant>,
     out: VecDeque<Vec<u8>>,
+    events: VecDeque<EndpointEvent>,
     keys: Option<SrtpKeys>,
     cipher: Option<&'static str>,
     peer_key: Option<String>,
     /// The hash function of the peer fingerprint its certificate matched.
     peer_hash: Option<HashFunction>,
-    ignored: u64,
+    stats: EndpointStats,
+    follows_clock: bool,
+}
+
+/// A change the owner of an endpoint acts on, read with [`Endpoint::poll_event`]; each is
+/// reported once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointEvent {
+    /// The handshake completed with a matching certificate: keys are available
+    /// ([`Endpoint::take_srtp_keys`]).
+    Connected,
+    /// The peer sent `close_notify` after the handshake.
+    Closed,
+    /// The handshake failed for good.
+    Failed(FailReason),
+}
+
+/// Counters of one endpoint, for the IO shell to record (the core touches no metrics registry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams handed to the engine.
+    pub datagrams_in: u64,
+    /// Datagrams ignored before reaching the engine (empty, oversized, not DTLS).
+    pub ignored: u64,
+    /// Datagrams the engine produced for the peer.
+    pub datagrams_out: u64,
+    /// Flights retransmitted because their timer expired.
+    pub retransmits: u64,
 }
 
 impl Endpoint {
@@ -371,7 +329,7 @@ impl Endpoint {
         now: Instant,
     ) -> Endpoint {
         let verdict = Arc::new(AtomicU8::new(CERT_UNCHECKED));
-        let tls = engine(identity, role, &peer, &verdict, config);
+        let tls = engine(identity, role, &peer, &verdict, config, now);
         let mut ep = Endpoint {
             tls: None,
             role,
@@ -379,13 +337,14 @@ impl Endpoint {
             verdict,
             state: State::Handshaking,
             deadline: now + config.handshake_timeout,
-            engine_timer: None,
             out: VecDeque::new(),
+            events: VecDeque::new(),
             keys: None,
             cipher: None,
             peer_key: None,
             peer_hash: None,
-            ignored: 0,
+            stats: EndpointStats::default(),
+            follows_clock: false,
         };
         match tls {
             Ok(tls) => {
@@ -408,7 +367,7 @@ impl Endpoint {
         let plausible =
             !data.is_empty() && data.len() <= MAX_DATAGRAM && (20..=63).contains(&data[0]);
         if !plausible {
-            self.ignored = self.ignored.saturating_add(1);
+            self.stats.ignored = self.stats.ignored.saturating_add(1);
             return;
         }
         if self.check_deadline(now) {
@@ -417,14 +376,15 @@ impl Endpoint {
         let Some(tls) = self.tls.as_mut() else {
             return;
         };
-        tls.get_mut().rx = Some(data.to_vec());
+        self.stats.datagrams_in = self.stats.datagrams_in.saturating_add(1);
+        tls.pipe().rx = Some(data.to_vec());
         match self.state {
             State::Handshaking => self.handshake(now),
-            _ => self.read_connected(),
+            _ => self.read_connected(now),
         }
         if let Some(tls) = self.tls.as_mut() {
             // Whatever the engine did not read (it stopped on an error) is not kept.
-            tls.get_mut().rx = None;
+            tls.pipe().rx = None;
         }
     }
 
@@ -437,24 +397,12 @@ impl Endpoint {
         let Some(tls) = self.tls.as_mut() else {
             return;
         };
-        // SAFETY: DTLSv1_handle_timeout(ssl): an SSL_ctrl on a valid SSL without a pointer
-        // argument. It retransmits the last flight (through our pipe) if OpenSSL's timer expired,
-        // and does nothing otherwise.
-        let rc = unsafe {
-            openssl_sys::SSL_ctrl(
-                tls.ssl().as_ptr(),
-                DTLS_CTRL_HANDLE_TIMEOUT,
-                0,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc < 0 {
-            let reason = classify_stack(&ErrorStack::get());
-            self.engine_failed(reason);
-            return;
+        let result = tls.handle_timeout(now);
+        self.after_engine();
+        match result {
+            Ok(()) => self.collect_output(),
+            Err(stack) => self.engine_failed(classify_stack(&stack)),
         }
-        self.collect_output();
-        self.update_timer(now);
     }
 
     /// The next datagram to send to the peer, if any.
@@ -462,11 +410,16 @@ impl Endpoint {
         self.out.pop_front()
     }
 
+    /// The next change to act on (connected, closed, failed), if any.
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        self.events.pop_front()
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must be called next; `None` once nothing
     /// more will happen by itself (connected, closed or failed).
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Handshaking => Some(match self.engine_timer {
+            State::Handshaking => Some(match self.tls.as_ref().and_then(Engine::timer_deadline) {
                 Some(t) if t < self.deadline => t,
                 _ => self.deadline,
             }),
@@ -524,7 +477,19 @@ impl Endpoint {
 
     /// Datagrams ignored before reaching the engine (empty, oversized, not DTLS).
     pub fn ignored_datagrams(&self) -> u64 {
-        self.ignored
+        self.stats.ignored
+    }
+
+    /// This endpoint's counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// True once OpenSSL's retransmission timer has been seen to follow the `now` handed in
+    /// (see [`super::ffi`]); false before the first flight, and on an OpenSSL whose timer stays
+    /// on the wall clock (then `now` must be the current time).
+    pub fn timer_follows_clock(&self) -> bool {
+        self.follows_clock
     }
 
     fn is_live(&self) -> bool {
@@ -540,20 +505,27 @@ impl Endpoint {
         false
     }
 
+    /// Takes the engine's counters after a call into it.
+    fn after_engine(&mut self) {
+        if let Some(tls) = self.tls.as_ref() {
+            self.stats.retransmits = tls.retransmits();
+            self.follows_clock |= tls.follows_clock();
+        }
+    }
+
     /// Runs the engine's handshake as far as the input allows.
     fn handshake(&mut self, now: Instant) {
         let Some(tls) = self.tls.as_mut() else {
             return;
         };
-        match tls.do_handshake() {
+        let result = tls.do_handshake(now);
+        self.after_engine();
+        match result {
             Ok(()) => {
                 self.collect_output();
                 self.finish_handshake();
             }
-            Err(e) if e.code() == ErrorCode::WANT_READ => {
-                self.collect_output();
-                self.update_timer(now);
-            }
+            Err(e) if e.code() == ErrorCode::WANT_READ => self.collect_output(),
             Err(e) => {
                 let reason = self.classify(&e);
                 self.engine_failed(reason);
@@ -588,7 +560,7 @@ impl Endpoint {
                     .and_then(|c| c.public_key().ok())
                     .map(|k| key_label(k.id(), k.bits()));
                 self.state = State::Connected;
-                self.engine_timer = None;
+                self.events.push_back(EndpointEvent::Connected);
             }
             None => self.fail(FailReason::NoSrtpProfile),
         }
@@ -596,18 +568,19 @@ impl Endpoint {
 
     /// After the handshake: lets the engine answer a retransmitted final flight and notice
     /// `close_notify` or a fatal alert. Application data (none in DTLS-SRTP) is discarded.
-    fn read_connected(&mut self) {
+    fn read_connected(&mut self, now: Instant) {
         let Some(tls) = self.tls.as_mut() else {
             return;
         };
         let mut scratch = [0u8; 1500];
         for _ in 0..MAX_READS_PER_DATAGRAM {
-            match tls.ssl_read(&mut scratch) {
+            match tls.ssl_read(now, &mut scratch) {
                 Ok(_) => continue,
                 Err(e) if e.code() == ErrorCode::WANT_READ => break,
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
                     self.collect_output();
                     self.state = State::Closed;
+                    self.events.push_back(EndpointEvent::Closed);
                     self.tls = None;
                     return;
                 }
@@ -626,21 +599,13 @@ impl Endpoint {
         let Some(tls) = self.tls.as_mut() else {
             return;
         };
-        for d in tls.get_mut().tx.drain(..) {
+        for d in tls.pipe().tx.drain(..) {
             if self.out.len() >= MAX_QUEUED_TX {
                 self.out.pop_front();
             }
             self.out.push_back(d);
+            self.stats.datagrams_out = self.stats.datagrams_out.saturating_add(1);
         }
-    }
-
-    /// Re-reads the engine's retransmission timer (wall clock) relative to `now`.
-    fn update_timer(&mut self, now: Instant) {
-        self.engine_timer = self
-            .tls
-            .as_ref()
-            .and_then(|t| engine_timeout(t.ssl()))
-            .map(|left| now + left);
     }
 
     /// Maps an engine error, preferring what the verification callback found.
@@ -668,7 +633,7 @@ impl Endpoint {
             .tls
             .as_mut()
             .map(|t| {
-                t.get_mut()
+                t.pipe()
                     .tx
                     .drain(..)
                     .filter(|d| d.first() == Some(&21))
@@ -676,16 +641,19 @@ impl Endpoint {
             })
             .unwrap_or_default();
         self.fail(reason);
+        self.stats.datagrams_out = self.stats.datagrams_out.saturating_add(alerts.len() as u64);
         self.out.extend(alerts);
     }
 
     /// Ends the handshake for good: no keys, nothing queued, the engine freed.
     fn fail(&mut self, reason: FailReason) {
+        if !matches!(self.state, State::Failed(_)) {
+            self.events.push_back(EndpointEvent::Failed(reason.clone()));
+        }
         self.state = State::Failed(reason);
         self.keys = None;
         self.out.clear();
         self.tls = None;
-        self.engine_timer = None;
     }
 }
 
@@ -721,19 +689,16 @@ fn engine(
     peer: &PeerFingerprints,
     verdict: &Arc<AtomicU8>,
     config: &DtlsConfig,
-) -> Result<SslStream<DatagramPipe>, ErrorStack> {
+    now: Instant,
+) -> Result<Engine, ErrorStack> {
     let slots = slots().map_err(|_| ErrorStack::get())?;
     let mut ssl = Ssl::new(&config.ctx)?;
     ssl.set_certificate(identity.x509())?;
     ssl.set_private_key(identity.private_key())?;
     ssl.set_mtu(config.mtu)?;
-    ssl.set_ex_data(slots.rto_us, config.rto_us);
     let mut cookie = [0u8; COOKIE_LEN];
     openssl::rand::rand_bytes(&mut cookie)?;
     ssl.set_ex_data(slots.cookie, cookie);
-    // SAFETY: installs a plain function pointer on a valid SSL; the callback only reads this
-    // SSL's ex_data slot.
-    unsafe { DTLS_set_timer_cb(ssl.as_ptr(), Some(retransmit_timer)) };
     let (peer, verdict) = (peer.clone(), Arc::clone(verdict));
     ssl.set_verify_callback(
         // Request and require the peer's certificate in both roles.
@@ -744,7 +709,7 @@ fn engine(
         Role::Client => ssl.set_connect_state(),
         Role::Server => ssl.set_accept_state(),
     }
-    SslStream::new(ssl, DatagramPipe::default())
+    Engine::new(ssl, config.rto_us, now)
 }
 
 /// The certificate check, run by OpenSSL for each certificate of the peer's chain. DTLS-SRTP
@@ -761,9 +726,7 @@ fn verify_peer(peer: &PeerFingerprints, verdict: &AtomicU8, ctx: &mut X509StoreC
     let matched = cert.to_der().is_ok_and(|der| peer.matches(&der));
     if !matched {
         verdict.store(CERT_MISMATCH, Ordering::Release);
-        // SAFETY: a verification result code OpenSSL defines (maps to `bad_certificate`).
-        let rejected = unsafe { X509VerifyResult::from_raw(openssl_sys::X509_V_ERR_CERT_REJECTED) };
-        ctx.set_error(rejected);
+        ctx.set_error(ffi::cert_rejected());
         return false;
     }
     let weak = cert
@@ -771,54 +734,11 @@ fn verify_peer(peer: &PeerFingerprints, verdict: &AtomicU8, ctx: &mut X509StoreC
         .is_ok_and(|k| k.id() == Id::RSA && k.bits() < 2048);
     if weak {
         verdict.store(CERT_WEAK_KEY, Ordering::Release);
-        // SAFETY: a verification result code OpenSSL defines (maps to `bad_certificate`).
-        let small = unsafe { X509VerifyResult::from_raw(openssl_sys::X509_V_ERR_EE_KEY_TOO_SMALL) };
-        ctx.set_error(small);
+        ctx.set_error(ffi::key_too_small());
         return false;
     }
     verdict.store(CERT_MATCHED, Ordering::Release);
     true
-}
-
-/// OpenSSL's retransmission timer callback (`DTLS_set_timer_cb`): a flight's first timeout is
-/// the configured initial timeout, each retransmission doubles it up to 60 s (RFC 6347 4.2.4.1).
-unsafe extern "C" fn retransmit_timer(
-    ssl: *mut openssl_sys::SSL,
-    current_us: libc::c_uint,
-) -> libc::c_uint {
-    if current_us != 0 {
-        return current_us.saturating_mul(2).min(MAX_RTO_US);
-    }
-    let initial = slots().ok().and_then(|s| {
-        // SAFETY: OpenSSL passes the SSL whose timer this is, valid for the call.
-        let ssl = unsafe { SslRef::from_ptr(ssl) };
-        ssl.ex_data(s.rto_us).copied()
-    });
-    initial.unwrap_or(1_000_000)
-}
-
-/// The time left on OpenSSL's retransmission timer (`DTLSv1_get_timeout`), if it runs.
-fn engine_timeout(ssl: &SslRef) -> Option<Duration> {
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    // SAFETY: DTLSv1_get_timeout(ssl, &tv): SSL_ctrl writes one struct timeval through the
-    // pointer, which is valid and exclusively ours for the call.
-    let running = unsafe {
-        openssl_sys::SSL_ctrl(
-            ssl.as_ptr(),
-            DTLS_CTRL_GET_TIMEOUT,
-            0,
-            (&mut tv as *mut libc::timeval).cast(),
-        )
-    };
-    if running != 1 {
-        return None;
-    }
-    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
-    let micros = u64::try_from(tv.tv_usec).unwrap_or(0).min(999_999);
-    Some(Duration::from_secs(secs) + Duration::from_micros(micros))
 }
 
 /// A short label of a public key for logs: algorithm and size in bits.
@@ -879,366 +799,4 @@ fn classify_stack(stack: &ErrorStack) -> FailReason {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::{X509NameBuilder, X509};
-
-    fn trust(der: &[u8]) -> PeerFingerprints {
-        let fp = super::super::fingerprint::Fingerprint::of_certificate(
-            super::super::fingerprint::HashFunction::Sha256,
-            der,
-        );
-        PeerFingerprints::from_fingerprints([fp]).unwrap()
-    }
-
-    /// A self-signed certificate made with OpenSSL for `key`.
-    fn self_signed(key: &PKey<openssl::pkey::Private>) -> X509 {
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", "raw-openssl-peer").unwrap();
-        let name = name.build();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        let serial = BigNum::from_u32(0x5eed).unwrap().to_asn1_integer().unwrap();
-        b.set_serial_number(&serial).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        b.sign(key, MessageDigest::sha256()).unwrap();
-        b.build()
-    }
-
-    fn rsa_key(bits: u32) -> PKey<openssl::pkey::Private> {
-        PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap()
-    }
-
-    /// A plain OpenSSL DTLS peer (no srtp-edge code) over the same datagram pipe, as a SIP
-    /// endpoint's libssl would be configured: DTLS 1.2, `use_srtp`, any self-signed certificate.
-    struct RawPeer {
-        tls: SslStream<DatagramPipe>,
-        cert_der: Vec<u8>,
-        outcome: Option<Result<(), String>>,
-    }
-
-    impl RawPeer {
-        fn new(role: Role, key: PKey<openssl::pkey::Private>, srtp_profiles: &str) -> RawPeer {
-            Self::with_versions(role, key, srtp_profiles, SslVersion::DTLS1_2)
-        }
-
-        fn with_versions(
-            role: Role,
-            key: PKey<openssl::pkey::Private>,
-            srtp_profiles: &str,
-            max: SslVersion,
-        ) -> RawPeer {
-            let cert = self_signed(&key);
-            let mut b = SslContextBuilder::new(SslMethod::dtls()).unwrap();
-            b.set_min_proto_version(Some(SslVersion::DTLS1)).unwrap();
-            b.set_max_proto_version(Some(max)).unwrap();
-            // An old peer: whatever key it has (Debian's default level 2 would refuse RSA-1024).
-            b.set_security_level(0);
-            if !srtp_profiles.is_empty() {
-                b.set_tlsext_use_srtp(srtp_profiles).unwrap();
-            }
-            b.set_certificate(&cert).unwrap();
-            b.set_private_key(&key).unwrap();
-            b.set_verify_callback(
-                SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-                |_, _| true,
-            );
-            let ctx = b.build();
-            let mut ssl = Ssl::new(&ctx).unwrap();
-            ssl.set_mtu(1200).unwrap();
-            match role {
-                Role::Client => ssl.set_connect_state(),
-                Role::Server => ssl.set_accept_state(),
-            }
-            let mut peer = RawPeer {
-                tls: SslStream::new(ssl, DatagramPipe::default()).unwrap(),
-                cert_der: cert.to_der().unwrap(),
-                outcome: None,
-            };
-            peer.step();
-            peer
-        }
-
-        fn step(&mut self) {
-            if self.outcome.is_some() {
-                return;
-            }
-            match self.tls.do_handshake() {
-                Ok(()) => self.outcome = Some(Ok(())),
-                Err(e) if e.code() == ErrorCode::WANT_READ => {}
-                Err(e) => self.outcome = Some(Err(e.to_string())),
-            }
-        }
-
-        fn feed(&mut self, d: &[u8]) {
-            self.tls.get_mut().rx = Some(d.to_vec());
-            self.step();
-        }
-
-        /// The peer's `EXTRACTOR-dtls_srtp` output in the RFC 5764 layout.
-        fn exported(&self, len: usize) -> Vec<u8> {
-            let mut m = vec![0; len];
-            self.tls
-                .ssl()
-                .export_keying_material(&mut m, EXPORTER_LABEL, None)
-                .unwrap();
-            m
-        }
-    }
-
-    /// Exchanges datagrams (no loss, one instant) until neither side moves.
-    fn converse(ep: &mut Endpoint, peer: &mut RawPeer, now: Instant) {
-        for _ in 0..100 {
-            let mut moved = false;
-            while let Some(d) = ep.poll_transmit() {
-                moved = true;
-                peer.feed(&d);
-            }
-            let flight: Vec<Vec<u8>> = peer.tls.get_mut().tx.drain(..).collect();
-            for d in flight {
-                moved = true;
-                ep.handle_datagram(now, &d);
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("handshake did not settle");
-    }
-
-    /// Our role-split keys back in the exporter layout (client key, server key, client salt,
-    /// server salt).
-    fn rfc5764_layout(k: &SrtpKeys) -> Vec<u8> {
-        let (ck, sk, cs, ss) = match k.role() {
-            Role::Client => (
-                k.local_key(),
-                k.remote_key(),
-                k.local_salt(),
-                k.remote_salt(),
-            ),
-            Role::Server => (
-                k.remote_key(),
-                k.local_key(),
-                k.remote_salt(),
-                k.local_salt(),
-            ),
-        };
-        [ck, sk, cs, ss].concat()
-    }
-
-    fn handshake_with(
-        role: Role,
-        peer_key: PKey<openssl::pkey::Private>,
-        peer_profiles: &str,
-    ) -> (Endpoint, RawPeer) {
-        let id = DtlsIdentity::generate().unwrap();
-        let cfg = EndpointConfig::default().build().unwrap();
-        let peer_role = match role {
-            Role::Client => Role::Server,
-            Role::Server => Role::Client,
-        };
-        let t0 = Instant::now();
-        // The peer speaks first when it is the client; its certificate is known up front.
-        let mut peer = RawPeer::new(peer_role, peer_key, peer_profiles);
-        let mut ep = Endpoint::new(&id, role, trust(&peer.cert_der), &cfg, t0);
-        converse(&mut ep, &mut peer, t0);
-        // The peer saw our certificate.
-        if let Some(Ok(())) = peer.outcome {
-            let seen = peer.tls.ssl().peer_certificate().unwrap().to_der().unwrap();
-            assert_eq!(seen, id.certificate_der());
-        }
-        (ep, peer)
-    }
-
-    fn assert_same_keys(ep: &Endpoint, peer: &RawPeer, profile: Profile) {
-        assert_eq!(ep.state(), &State::Connected, "peer: {:?}", peer.outcome);
-        assert_eq!(peer.outcome, Some(Ok(())));
-        assert_eq!(ep.profile(), Some(profile));
-        let keys = ep.srtp_keys().unwrap();
-        let ours = rfc5764_layout(keys);
-        assert_eq!(ours, peer.exported(SrtpKeys::exported_len(profile)));
-    }
-
-    #[test]
-    fn rsa_2048_peer_in_both_roles() {
-        for role in [Role::Client, Role::Server] {
-            let (ep, peer) = handshake_with(role, rsa_key(2048), SRTP_PROFILES);
-            assert_same_keys(&ep, &peer, Profile::AeadAes256Gcm);
-            let cipher = peer.tls.ssl().current_cipher().unwrap().name();
-            assert!(
-                cipher.starts_with("ECDHE-") && cipher.contains("GCM"),
-                "{cipher}"
-            );
-            if role == Role::Client {
-                // The peer served with its RSA certificate.
-                assert!(cipher.starts_with("ECDHE-RSA-"), "{cipher}");
-            }
-        }
-    }
-
-    #[test]
-    fn rsa_1024_peer_is_refused() {
-        for role in [Role::Client, Role::Server] {
-            let (ep, peer) = handshake_with(role, rsa_key(1024), SRTP_PROFILES);
-            assert_eq!(
-                ep.state(),
-                &State::Failed(FailReason::Protocol(
-                    "peer certificate key too small".into()
-                )),
-                "{role:?}"
-            );
-            assert!(ep.srtp_keys().is_none());
-            // The peer learns why at once.
-            let err = peer.outcome.clone().unwrap().unwrap_err();
-            assert!(err.contains("bad certificate"), "{role:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn rsa_peer_with_the_wrong_fingerprint_gets_bad_certificate() {
-        for role in [Role::Client, Role::Server] {
-            let id = DtlsIdentity::generate().unwrap();
-            let cfg = EndpointConfig::default().build().unwrap();
-            let t0 = Instant::now();
-            let peer_role = if role == Role::Client {
-                Role::Server
-            } else {
-                Role::Client
-            };
-            let mut peer = RawPeer::new(peer_role, rsa_key(2048), SRTP_PROFILES);
-            let stranger = self_signed(&rsa_key(2048)).to_der().unwrap();
-            let mut ep = Endpoint::new(&id, role, trust(&stranger), &cfg, t0);
-            converse(&mut ep, &mut peer, t0);
-            assert_eq!(ep.state(), &State::Failed(FailReason::FingerprintMismatch));
-            let err = peer.outcome.clone().unwrap().unwrap_err();
-            assert!(err.contains("bad certificate"), "{role:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn aes128_cm_sha1_32_is_negotiated() {
-        for role in [Role::Client, Role::Server] {
-            let key = PKey::ec_gen("prime256v1").unwrap();
-            let (ep, peer) = handshake_with(role, key, "SRTP_AES128_CM_SHA1_32");
-            assert_same_keys(&ep, &peer, Profile::AesCm128HmacSha1_32);
-            let keys = ep.srtp_keys().unwrap();
-            assert_eq!(keys.local_key().len(), 16);
-            assert_eq!(keys.local_salt().len(), 14);
-        }
-    }
-
-    #[test]
-    fn dtls_1_0_peer_is_refused() {
-        for role in [Role::Client, Role::Server] {
-            let id = DtlsIdentity::generate().unwrap();
-            let cfg = EndpointConfig::default().build().unwrap();
-            let t0 = Instant::now();
-            let peer_role = if role == Role::Client {
-                Role::Server
-            } else {
-                Role::Client
-            };
-            let key = PKey::ec_gen("prime256v1").unwrap();
-            let mut peer = RawPeer::with_versions(peer_role, key, SRTP_PROFILES, SslVersion::DTLS1);
-            let mut ep = Endpoint::new(&id, role, trust(&peer.cert_der), &cfg, t0);
-            converse(&mut ep, &mut peer, t0);
-            assert!(
-                matches!(ep.state(), State::Failed(_)),
-                "{role:?}: {:?}",
-                ep.state()
-            );
-            assert!(ep.srtp_keys().is_none());
-            assert!(matches!(peer.outcome, Some(Err(_))), "{:?}", peer.outcome);
-        }
-    }
-
-    #[test]
-    fn peer_without_srtp_gets_no_keys() {
-        // A peer without use_srtp completes a plain DTLS handshake; it must not yield keys.
-        for role in [Role::Client, Role::Server] {
-            let key = PKey::ec_gen("prime256v1").unwrap();
-            let (ep, _) = handshake_with(role, key, "");
-            assert_eq!(ep.state(), &State::Failed(FailReason::NoSrtpProfile));
-            assert!(ep.srtp_keys().is_none());
-        }
-    }
-
-    #[test]
-    fn every_offered_profile_maps_to_ours() {
-        for name in SRTP_PROFILES.split(':') {
-            let id = match name {
-                "SRTP_AEAD_AES_256_GCM" => openssl::srtp::SrtpProfileId::SRTP_AEAD_AES_256_GCM,
-                "SRTP_AEAD_AES_128_GCM" => openssl::srtp::SrtpProfileId::SRTP_AEAD_AES_128_GCM,
-                "SRTP_AES128_CM_SHA1_80" => openssl::srtp::SrtpProfileId::SRTP_AES128_CM_SHA1_80,
-                "SRTP_AES128_CM_SHA1_32" => openssl::srtp::SrtpProfileId::SRTP_AES128_CM_SHA1_32,
-                other => panic!("{other}"),
-            };
-            let ours = srtp_profile(u16::try_from(id.as_raw()).unwrap()).unwrap();
-            let expected = match name {
-                "SRTP_AEAD_AES_256_GCM" => Profile::AeadAes256Gcm,
-                "SRTP_AEAD_AES_128_GCM" => Profile::AeadAes128Gcm,
-                "SRTP_AES128_CM_SHA1_80" => Profile::AesCm128HmacSha1_80,
-                _ => Profile::AesCm128HmacSha1_32,
-            };
-            assert_eq!(ours, expected, "{name}");
-        }
-        assert_eq!(srtp_profile(0x0005), None, "SRTP_NULL_HMAC_SHA1_80");
-    }
-
-    #[test]
-    fn server_ignores_junk_and_times_out() {
-        let id = DtlsIdentity::generate().unwrap();
-        let cfg = EndpointConfig::default().build().unwrap();
-        let t0 = Instant::now();
-        let mut ep = Endpoint::new(&id, Role::Server, PeerFingerprints::new(), &cfg, t0);
-        assert_eq!(ep.poll_transmit(), None, "a server speaks second");
-        ep.handle_datagram(t0, &[]);
-        ep.handle_datagram(t0, &[0x80, 0, 0, 0]); // RTP
-        ep.handle_datagram(t0, &vec![22; MAX_DATAGRAM + 1]);
-        assert_eq!(ep.ignored_datagrams(), 3);
-        ep.handle_datagram(t0, &[22, 0xfe, 0xfd, 0, 0]); // truncated DTLS: dropped by the engine
-        assert_eq!(ep.state(), &State::Handshaking);
-        assert_eq!(ep.poll_timeout(), Some(t0 + Duration::from_secs(10)));
-        ep.handle_timeout(t0 + Duration::from_secs(10));
-        assert_eq!(ep.state(), &State::Failed(FailReason::Timeout));
-        assert_eq!(ep.poll_timeout(), None);
-        assert!(ep.srtp_keys().is_none());
-    }
-
-    #[test]
-    fn timer_doubles_from_the_configured_start() {
-        let cfg = EndpointConfig {
-            initial_rto: Duration::from_millis(250),
-            ..EndpointConfig::default()
-        }
-        .build()
-        .unwrap();
-        let id = DtlsIdentity::generate().unwrap();
-        let t0 = Instant::now();
-        let ep = Endpoint::new(&id, Role::Client, PeerFingerprints::new(), &cfg, t0);
-        // The ClientHello is out and OpenSSL's timer runs with our initial timeout.
-        let next = ep.poll_timeout().unwrap();
-        assert!(
-            next > t0 && next <= t0 + Duration::from_millis(250),
-            "{:?}",
-            next - t0
-        );
-        let tls = ep.tls.as_ref().unwrap();
-        // SAFETY (test): the callback reads only this SSL's ex_data.
-        let ptr = tls.ssl().as_ptr();
-        assert_eq!(unsafe { retransmit_timer(ptr, 0) }, 250_000);
-        assert_eq!(unsafe { retransmit_timer(ptr, 250_000) }, 500_000);
-        assert_eq!(unsafe { retransmit_timer(ptr, MAX_RTO_US) }, MAX_RTO_US);
-    }
-}
+mod tests;

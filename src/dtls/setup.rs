@@ -160,8 +160,13 @@ impl TlsId {
     /// A fresh random tls-id for a new association we start (RFC 8842 section 4: unique per
     /// association, with enough entropy not to repeat).
     pub fn generate() -> Result<TlsId, TlsIdError> {
+        Self::generate_with(&mut crate::rand::OsRandom)
+    }
+
+    /// [`generate`](Self::generate) from an injected random source (the call table's).
+    pub fn generate_with(rng: &mut dyn crate::rand::Random) -> Result<TlsId, TlsIdError> {
         let mut raw = [0u8; GENERATED_TLS_ID_LEN];
-        getrandom::fill(&mut raw).map_err(|_| TlsIdError::Random)?;
+        rng.fill(&mut raw).map_err(|_| TlsIdError::Random)?;
         let s = raw
             .iter()
             .map(|b| char::from(TLS_ID_ALPHABET[usize::from(b & 63)]))

@@ -17,6 +17,7 @@ use base64::Engine as _;
 use crossbeam_queue::ArrayQueue;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -27,11 +28,13 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::codec::G711;
 use super::config::ForkBackendConfig;
-use super::metrics as m;
 use super::playout::{PlayItem, FRAME_SAMPLES};
 use super::protocol::{self, CallMeta, Protocol, Track};
-use super::session::{Action, ForkSession, Outgoing, SessionParams};
+pub use super::session::ForkMode;
+use super::session::{ForkSession, Outgoing, SessionEvent, SessionParams};
 use crate::config::{TlsConfig, TlsMinVersion};
+use crate::metrics as m;
+use crate::rand::OsRandom;
 
 /// Longest RTP payload accepted from the media worker (40 ms of G.711); longer ones are dropped
 /// and counted, which keeps the hand-off queue's memory fixed.
@@ -44,12 +47,11 @@ pub const MAX_MESSAGE: usize = 1 << 20;
 /// Frames handed to the media worker ahead of time (the rest waits in the session's queue).
 const PLAYOUT_RING: usize = 25;
 
+/// The media tick while connected: the worker's queue has no wake-up (it must never wait on
+/// a lock), so the task collects call audio and tops up the playout every 20 ms.
 const TICK: Duration = Duration::from_millis(20);
-const PING_EVERY: Duration = Duration::from_secs(10);
-const PONG_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Fork tasks of this process that have not finished yet.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -175,7 +177,7 @@ impl Backend {
             // Two tracks of 20 ms frames.
             queue_frames: (cfg.queue_ms as usize / 20).max(1) * 2,
             max_playout_frames: cfg.max_playout_secs as usize * 50,
-            account_sid: protocol::random_sid("AC"),
+            account_sid: protocol::random_sid(&mut OsRandom, "AC"),
         }))
     }
 
@@ -188,17 +190,6 @@ impl Backend {
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }
-}
-
-/// How the call uses the backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForkMode {
-    /// A copy of both tracks of a SIP-to-SIP call; a lost backend is reconnected with backoff
-    /// and a new `start`, the call goes on.
-    Fork,
-    /// The backend is the other party (route target `wss://…`): the caller's track goes to it,
-    /// its audio is played; a lost or closed backend ends the call.
-    Agent,
 }
 
 /// What the media side knows about the call when it starts a fork.
@@ -256,6 +247,8 @@ struct Shared {
     reached: ArrayQueue<u64>,
     events: ArrayQueue<ForkEvent>,
     stop: AtomicBool,
+    /// Wakes the task at once on a stop (also while it waits to reconnect).
+    wake: Notify,
     dropped: AtomicU64,
     oversize: AtomicU64,
     frames_sent: AtomicU64,
@@ -369,6 +362,7 @@ impl ForkHandle {
     /// Ends the fork: `stop` is sent, then a close with code 1000. Idempotent.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
     }
 
     /// The fork's counters so far.
@@ -413,27 +407,32 @@ pub fn spawn_fork(
         ForkMode::Fork => vec![Track::Inbound, Track::Outbound],
         ForkMode::Agent => vec![Track::Inbound],
     };
-    let session = ForkSession::new(SessionParams {
-        protocol: backend.protocol,
-        codec: call.codec,
-        tracks,
-        meta: CallMeta {
-            from,
-            to,
-            sip_call_id: call.sip_call_id,
-            direction: call.direction,
-            route: call.route,
+    let session = ForkSession::new(
+        SessionParams {
+            protocol: backend.protocol,
+            mode: call.mode,
+            codec: call.codec,
+            tracks,
+            meta: CallMeta {
+                from,
+                to,
+                sip_call_id: call.sip_call_id,
+                direction: call.direction,
+                route: call.route,
+            },
+            call_sid: protocol::random_sid(&mut OsRandom, "CA"),
+            account_sid: backend.account_sid.clone(),
+            max_playout_frames: backend.max_playout_frames,
         },
-        call_sid: protocol::random_sid("CA"),
-        account_sid: backend.account_sid.clone(),
-        max_playout_frames: backend.max_playout_frames,
-    })?;
+        Box::new(OsRandom),
+    )?;
     let shared = Arc::new(Shared {
         to_backend: ArrayQueue::new(backend.queue_frames),
         playout: ArrayQueue::new(PLAYOUT_RING),
         reached: ArrayQueue::new(64),
         events: ArrayQueue::new(16),
         stop: AtomicBool::new(false),
+        wake: Notify::new(),
         dropped: AtomicU64::new(0),
         oversize: AtomicU64::new(0),
         frames_sent: AtomicU64::new(0),
@@ -444,11 +443,11 @@ pub fn spawn_fork(
         backend,
         shared: shared.clone(),
         session,
-        mode: call.mode,
-        out: Vec::new(),
         reported: ForkStats::default(),
         reported_playout_drops: 0,
         queued_frames_seen: 0,
+        idle_ticks: 0,
+        reconnecting: false,
     };
     RUNNING.fetch_add(1, Ordering::Relaxed);
     rt.spawn(task.run());
@@ -471,51 +470,43 @@ impl Metrics {
     fn new(backend: &str) -> Metrics {
         let b = backend.to_string();
         Metrics {
-            sent: metrics::counter!(m::FRAMES_SENT, "backend" => b.clone()),
-            bytes: metrics::counter!(m::BYTES_SENT, "backend" => b.clone()),
-            received: metrics::counter!(m::FRAMES_RECEIVED, "backend" => b.clone()),
-            queue_full: metrics::counter!(m::FRAMES_DROPPED, "backend" => b.clone(), "reason" => "queue_full"),
-            playout_full: metrics::counter!(m::FRAMES_DROPPED, "backend" => b.clone(), "reason" => "playout_full"),
-            oversize: metrics::counter!(m::FRAMES_DROPPED, "backend" => b.clone(), "reason" => "oversize"),
-            reconnects: metrics::counter!(m::RECONNECTS, "backend" => b.clone()),
-            active: metrics::gauge!(m::SESSIONS_ACTIVE),
+            sent: metrics::counter!(m::FORK_FRAMES_SENT, "backend" => b.clone()),
+            bytes: metrics::counter!(m::FORK_BYTES_SENT, "backend" => b.clone()),
+            received: metrics::counter!(m::FORK_FRAMES_RECEIVED, "backend" => b.clone()),
+            queue_full: metrics::counter!(m::FORK_FRAMES_DROPPED, "backend" => b.clone(), "reason" => "queue_full"),
+            playout_full: metrics::counter!(m::FORK_FRAMES_DROPPED, "backend" => b.clone(), "reason" => "playout_full"),
+            oversize: metrics::counter!(m::FORK_FRAMES_DROPPED, "backend" => b.clone(), "reason" => "oversize"),
+            reconnects: metrics::counter!(m::FORK_RECONNECTS, "backend" => b.clone()),
+            active: metrics::gauge!(m::FORK_SESSIONS_ACTIVE),
             backend: b,
         }
     }
 
     fn error(&self, reason: &'static str) {
-        metrics::counter!(m::ERRORS, "backend" => self.backend.clone(), "reason" => reason)
+        metrics::counter!(m::FORK_ERRORS, "backend" => self.backend.clone(), "reason" => reason)
             .increment(1);
     }
 
     fn close(&self, code: u16) {
-        metrics::counter!(m::BACKEND_CLOSES, "backend" => self.backend.clone(), "code" => code.to_string())
+        metrics::counter!(m::FORK_BACKEND_CLOSES, "backend" => self.backend.clone(), "code" => code.to_string())
             .increment(1);
     }
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// How a connection ended.
-enum End {
-    /// The call stopped the fork; stop and close 1000 were sent.
-    Stopped,
-    /// The backend asked to hang up (L16 `disconnect`) or closed normally.
-    BackendDone,
-    /// The connection failed; the reason is a metrics label.
-    Lost(&'static str),
-}
-
 struct Task {
     backend: Arc<Backend>,
     shared: Arc<Shared>,
     session: ForkSession,
-    mode: ForkMode,
-    out: Vec<Outgoing>,
     metrics: Metrics,
     reported: ForkStats,
     reported_playout_drops: u64,
     queued_frames_seen: u64,
+    /// Ticks in a row with nothing left to play (the backend paused).
+    idle_ticks: u32,
+    /// Between a lost connection and the next one (call audio queued meanwhile is stale).
+    reconnecting: bool,
 }
 
 fn classify(e: &WsError) -> &'static str {
@@ -538,61 +529,62 @@ fn classify(e: &WsError) -> &'static str {
     }
 }
 
+/// The clock handed to the session (tokio's, so a paused runtime clock would drive it too).
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Sleeps until the session's next deadline; forever without one.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next message of the connection; never, without one.
+async fn next_message(ws: &mut Option<Ws>) -> Option<Result<Message, WsError>> {
+    match ws {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Task {
     fn event(&self, e: ForkEvent) {
         self.shared.events.force_push(e);
     }
 
+    /// Drives the session: does what it asks (connect, clear, close, ...), sends what it
+    /// queued, and sleeps until its next deadline, a backend message, the 20 ms media tick
+    /// while connected, or the call's stop.
     async fn run(mut self) {
         self.metrics.active.increment(1.0);
-        let mut failures: u32 = 0;
+        let mut ws: Option<Ws> = None;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            if self.stopping() {
+            if !self.act(&mut ws).await {
                 break;
             }
-            let end = match self.connect().await {
-                Ok(ws) => {
-                    failures = 0;
-                    self.event(ForkEvent::Connected);
-                    tracing::info!(backend = %self.backend.name, "fork connected");
-                    self.drive(ws).await
-                }
-                Err(reason) => {
-                    self.metrics.error(reason);
-                    tracing::warn!(backend = %self.backend.name, reason, "fork connection failed");
-                    End::Lost(reason)
-                }
-            };
-            self.report();
-            match end {
-                End::Stopped => break,
-                End::BackendDone => {
-                    if self.mode == ForkMode::Agent {
-                        self.event(ForkEvent::Hangup);
-                    }
-                    break;
-                }
-                End::Lost(reason) => {
-                    if self.mode == ForkMode::Agent {
-                        tracing::info!(backend = %self.backend.name, reason, "agent backend lost: hanging up");
-                        self.event(ForkEvent::Hangup);
-                        break;
-                    }
-                    self.event(ForkEvent::Reconnecting);
-                    self.metrics.reconnects.increment(1);
-                    failures = failures.saturating_add(1);
-                    let backoff = Duration::from_millis(250)
-                        .saturating_mul(1u32 << failures.min(6))
-                        .min(BACKOFF_MAX);
-                    let until = Instant::now() + backoff;
-                    while Instant::now() < until && !self.stopping() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        // Frames that wait for a connection are stale by the time it is up.
-                        while self.shared.to_backend.pop().is_some() {
-                            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
+            let connected = ws.is_some();
+            let deadline = self.session.poll_timeout();
+            tokio::select! {
+                _ = tick.tick(), if connected => {
+                    if self.stopping() {
+                        self.stop();
+                    } else {
+                        self.on_tick();
+                        self.report();
                     }
                 }
+                _ = self.shared.wake.notified() => {
+                    if self.stopping() {
+                        self.stop();
+                    }
+                }
+                _ = sleep_until(deadline) => self.session.handle_timeout(now()),
+                msg = next_message(&mut ws) => self.on_message(&mut ws, msg).await,
             }
         }
         self.report();
@@ -601,65 +593,149 @@ impl Task {
         RUNNING.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Sends what the session queued and carries out its events until it has none; false
+    /// once it ended.
+    async fn act(&mut self, ws: &mut Option<Ws>) -> bool {
+        loop {
+            self.flush_or_lose(ws).await;
+            let Some(ev) = self.session.poll_event() else {
+                return true;
+            };
+            match ev {
+                SessionEvent::Connect => self.connect_or_lose(ws).await,
+                SessionEvent::Connected => {}
+                SessionEvent::Lost(reason) => {
+                    self.metrics.error(reason);
+                    *ws = None;
+                }
+                SessionEvent::Reconnecting => {
+                    self.event(ForkEvent::Reconnecting);
+                    self.metrics.reconnects.increment(1);
+                    self.reconnecting = true;
+                    self.drop_stale_frames();
+                    self.report();
+                }
+                SessionEvent::Clear => self.clear(),
+                SessionEvent::Close => {
+                    if let Some(w) = ws.take() {
+                        close(w).await;
+                    }
+                }
+                SessionEvent::Hangup => self.event(ForkEvent::Hangup),
+                SessionEvent::Ended => return false,
+            }
+        }
+    }
+
     fn stopping(&self) -> bool {
         self.shared.stop.load(Ordering::Relaxed)
     }
 
-    async fn connect(&self) -> Result<Ws, &'static str> {
-        let b = &self.backend;
-        let mut req = b
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|_| "connect")?;
-        let h = req.headers_mut();
-        for (k, v) in &b.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::try_from(k.as_str()),
-                HeaderValue::try_from(v.as_str()),
-            ) {
-                h.insert(k, v);
-            }
+    /// The call stopped the fork: whatever the worker queued before the stop still goes out,
+    /// then `stop` and a close 1000.
+    fn stop(&mut self) {
+        if self.session.is_connected() {
+            self.on_tick();
         }
-        if let Some(t) = &b.bearer {
-            let v = HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| "connect")?;
-            h.insert("authorization", v);
-        }
-        if let Some(sig) = &b.twilio_signature {
-            let v = HeaderValue::try_from(sig.as_str()).map_err(|_| "connect")?;
-            h.insert("x-twilio-signature", v);
-        }
-        // A 16 KiB read buffer instead of tungstenite's 128 KiB: forks are many and their
-        // messages small; larger messages still grow it up to MAX_MESSAGE.
-        let cfg = WebSocketConfig::default()
-            .read_buffer_size(16 * 1024)
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let fut = tokio_tungstenite::connect_async_tls_with_config(
-            req,
-            Some(cfg),
-            true,
-            Some(Connector::Rustls(b.tls.clone())),
-        );
-        match tokio::time::timeout(b.connect_timeout, fut).await {
-            Err(_) => Err("timeout"),
-            Ok(Err(e)) => Err(classify(&e)),
-            Ok(Ok((ws, _resp))) => Ok(ws),
+        self.session.handle_stop();
+    }
+
+    /// Frames that wait for a connection are stale by the time it is up: dropped, counted.
+    fn drop_stale_frames(&self) {
+        while self.shared.to_backend.pop().is_some() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Sends everything the session emitted, with a bound on how long a stuck backend can hold
+    async fn connect_or_lose(&mut self, ws: &mut Option<Ws>) {
+        if self.reconnecting {
+            self.drop_stale_frames();
+        }
+        match connect(&self.backend).await {
+            Ok(w) => {
+                self.event(ForkEvent::Connected);
+                tracing::info!(backend = %self.backend.name, "fork connected");
+                // Audio queued while disconnected belongs to nobody: the worker's ring too.
+                while self.shared.playout.pop().is_some() {}
+                while self.shared.reached.pop().is_some() {}
+                *ws = Some(w);
+                self.reconnecting = false;
+                self.session.handle_connected(now());
+            }
+            Err(reason) => {
+                self.metrics.error(reason);
+                tracing::warn!(backend = %self.backend.name, reason, "fork connection failed");
+                self.session.handle_lost(now());
+            }
+        }
+    }
+
+    async fn flush_or_lose(&mut self, ws: &mut Option<Ws>) {
+        let Some(w) = ws.as_mut() else {
+            // Nothing can be queued without a stream; nothing to send it on anyway.
+            while self.session.poll_transmit().is_some() {}
+            return;
+        };
+        if let Err(r) = self.flush(w).await {
+            self.metrics.error(r);
+            *ws = None;
+            self.lost(r);
+        }
+    }
+
+    /// The connection failed (`reason` already counted where it was seen).
+    fn lost(&mut self, reason: &'static str) {
+        tracing::info!(backend = %self.backend.name, reason, "fork connection lost");
+        self.session.handle_lost(now());
+    }
+
+    /// A message (or the end) of the connection.
+    async fn on_message(&mut self, ws: &mut Option<Ws>, msg: Option<Result<Message, WsError>>) {
+        let result = match msg {
+            None => {
+                *ws = None;
+                return self.lost("io");
+            }
+            Some(Err(e)) => {
+                let r = classify(&e);
+                self.metrics.error(r);
+                *ws = None;
+                return self.lost(r);
+            }
+            Some(Ok(Message::Text(t))) => self.session.handle_text(t.as_str()),
+            Some(Ok(Message::Binary(b))) => self.session.handle_binary(&b),
+            Some(Ok(Message::Pong(_))) => {
+                self.session.handle_pong(now());
+                Ok(())
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                self.metrics.close(code);
+                tracing::info!(backend = %self.backend.name, code, "fork backend closed the stream");
+                if let Some(mut w) = ws.take() {
+                    // tungstenite queued the close reply; push it out.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, w.flush()).await;
+                }
+                self.session.handle_backend_closed(now(), code);
+                Ok(())
+            }
+            Some(Ok(_)) => Ok(()),
+        };
+        if let Err(e) = result {
+            self.metrics.error("malformed");
+            // The error names the problem, never the content (it may be audio).
+            tracing::debug!(backend = %self.backend.name, error = %e, "fork: message ignored");
+        }
+    }
+
+    /// Sends everything the session queued, with a bound on how long a stuck backend can hold
     /// the task (the media worker is unaffected either way: its queue drops the oldest).
     async fn flush(&mut self, ws: &mut Ws) -> Result<(), &'static str> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
         let mut frames = 0u64;
         let mut bytes = 0u64;
-        let msgs: Vec<Message> = self
-            .out
-            .drain(..)
-            .map(|o| match o {
+        let mut msgs = Vec::new();
+        while let Some(o) = self.session.poll_transmit() {
+            msgs.push(match o {
                 Outgoing::Text(t) => {
                     bytes += t.len() as u64;
                     if t.starts_with(r#"{"event":"media""#) {
@@ -672,8 +748,12 @@ impl Task {
                     frames += 1;
                     Message::binary(b)
                 }
-            })
-            .collect();
+                Outgoing::Ping => Message::Ping(Vec::new().into()),
+            });
+        }
+        if msgs.is_empty() {
+            return Ok(());
+        }
         let send = async {
             for msg in msgs {
                 ws.feed(msg).await?;
@@ -691,98 +771,14 @@ impl Task {
         }
     }
 
-    async fn drive(&mut self, mut ws: Ws) -> End {
-        self.session.start(&mut self.out);
-        // Audio queued while disconnected belongs to nobody: the worker's ring is emptied too.
-        while self.shared.playout.pop().is_some() {}
-        while self.shared.reached.pop().is_some() {}
-        if let Err(r) = self.flush(&mut ws).await {
-            self.metrics.error(r);
-            return End::Lost(r);
-        }
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-        let mut last_pong = Instant::now();
-        let mut idle_ticks = 0u32;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if self.stopping() {
-                        return self.close(ws).await;
-                    }
-                    self.on_tick(&mut idle_ticks);
-                    if let Err(r) = self.flush(&mut ws).await {
-                        self.metrics.error(r);
-                        return End::Lost(r);
-                    }
-                    self.report();
-                }
-                _ = ping.tick() => {
-                    if last_pong.elapsed() > PONG_TIMEOUT {
-                        self.metrics.error("ping_timeout");
-                        return End::Lost("ping_timeout");
-                    }
-                    if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
-                        let r = classify(&e);
-                        self.metrics.error(r);
-                        return End::Lost(r);
-                    }
-                }
-                msg = ws.next() => {
-                    let action = match msg {
-                        None => return End::Lost("io"),
-                        Some(Err(e)) => {
-                            let r = classify(&e);
-                            self.metrics.error(r);
-                            return End::Lost(r);
-                        }
-                        Some(Ok(Message::Text(t))) => self.session.on_text(t.as_str(), &mut self.out),
-                        Some(Ok(Message::Binary(b))) => self.session.on_binary(&b, &mut self.out),
-                        Some(Ok(Message::Pong(_))) => {
-                            last_pong = Instant::now();
-                            Ok(Action::None)
-                        }
-                        Some(Ok(Message::Close(frame))) => {
-                            let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
-                            self.metrics.close(code);
-                            tracing::info!(backend = %self.backend.name, code, "fork backend closed the stream");
-                            // tungstenite queued the close reply; push it out.
-                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
-                            return if code == 1000 { End::BackendDone } else { End::Lost("closed") };
-                        }
-                        Some(Ok(_)) => Ok(Action::None),
-                    };
-                    match action {
-                        Ok(Action::None) => {}
-                        Ok(Action::Clear) => self.clear(),
-                        Ok(Action::Hangup) => {
-                            self.session.stop(&mut self.out);
-                            let _ = self.close(ws).await;
-                            return End::BackendDone;
-                        }
-                        Err(e) => {
-                            self.metrics.error("malformed");
-                            // The error names the problem, never the content (it may be audio).
-                            tracing::debug!(backend = %self.backend.name, error = %e, "fork: message ignored");
-                        }
-                    }
-                    // Replies (clear echoes) go out at once, not on the next tick.
-                    if let Err(r) = self.flush(&mut ws).await {
-                        self.metrics.error(r);
-                        return End::Lost(r);
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_tick(&mut self, idle_ticks: &mut u32) {
+    /// The 20 ms media tick: the worker's audio and mark reports into the session, the
+    /// session's playout into the worker's ring.
+    fn on_tick(&mut self) {
         while let Some(item) = self.shared.to_backend.pop() {
             match item {
                 MediaItem::Audio { track, len, buf } => {
                     let n = usize::from(len).min(MAX_PAYLOAD);
-                    self.session.audio(track, &buf[..n], &mut self.out);
+                    self.session.handle_audio(track, &buf[..n]);
                 }
                 MediaItem::Event {
                     track,
@@ -797,7 +793,7 @@ impl Task {
                     };
                     if self
                         .session
-                        .telephone_event(track, p, rtp_timestamp, &mut self.out)
+                        .handle_telephone_event(track, p, rtp_timestamp)
                         .is_err()
                     {
                         self.metrics.error("malformed");
@@ -806,16 +802,16 @@ impl Task {
             }
         }
         while let Some(seq) = self.shared.reached.pop() {
-            self.session.marks_played(seq, &mut self.out);
+            self.session.handle_marks_played(seq);
         }
         // Backend audio that stopped mid-frame is padded once the worker has caught up.
         if self.shared.playout.is_empty() && self.session.playout().queued_frames() == 0 {
-            *idle_ticks += 1;
-            if *idle_ticks >= 2 {
+            self.idle_ticks += 1;
+            if self.idle_ticks >= 2 {
                 self.session.flush_playout();
             }
         } else {
-            *idle_ticks = 0;
+            self.idle_ticks = 0;
         }
         self.queued_frames_seen += self.top_up();
     }
@@ -839,32 +835,10 @@ impl Task {
     fn clear(&mut self) {
         // Marks the worker already played are echoed as played, then the rest as cleared.
         while let Some(seq) = self.shared.reached.pop() {
-            self.session.marks_played(seq, &mut self.out);
+            self.session.handle_marks_played(seq);
         }
         while self.shared.playout.pop().is_some() {}
-        self.session.clear(&mut self.out);
-    }
-
-    async fn close(&mut self, mut ws: Ws) -> End {
-        // Whatever the worker queued before the stop still goes out, then stop and close 1000.
-        let mut idle = 0;
-        self.on_tick(&mut idle);
-        self.session.stop(&mut self.out);
-        let _ = self.flush(&mut ws).await;
-        let frame = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        };
-        let closing = async {
-            ws.send(Message::Close(Some(frame))).await?;
-            // Wait for the backend's close reply so the close handshake completes.
-            while let Some(m) = ws.next().await {
-                m?;
-            }
-            Ok::<(), WsError>(())
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
-        End::Stopped
+        self.session.handle_cleared();
     }
 
     /// Adds the counters' progress since the last report to the metrics registry.
@@ -891,6 +865,67 @@ impl Task {
     }
 }
 
+/// Opens the WebSocket to the backend: TLS 1.3 with the backend's roots, its headers and
+/// credentials, bounded message sizes and a connect timeout; the error is a metrics label.
+async fn connect(b: &Backend) -> Result<Ws, &'static str> {
+    let mut req = b
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|_| "connect")?;
+    let h = req.headers_mut();
+    for (k, v) in &b.headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
+            h.insert(k, v);
+        }
+    }
+    if let Some(t) = &b.bearer {
+        let v = HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| "connect")?;
+        h.insert("authorization", v);
+    }
+    if let Some(sig) = &b.twilio_signature {
+        let v = HeaderValue::try_from(sig.as_str()).map_err(|_| "connect")?;
+        h.insert("x-twilio-signature", v);
+    }
+    // A 16 KiB read buffer instead of tungstenite's 128 KiB: forks are many and their
+    // messages small; larger messages still grow it up to MAX_MESSAGE.
+    let cfg = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let fut = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        Some(cfg),
+        true,
+        Some(Connector::Rustls(b.tls.clone())),
+    );
+    match tokio::time::timeout(b.connect_timeout, fut).await {
+        Err(_) => Err("timeout"),
+        Ok(Err(e)) => Err(classify(&e)),
+        Ok(Ok((ws, _resp))) => Ok(ws),
+    }
+}
+
+/// Closes a connection normally: close 1000, then waits (bounded) for the backend's reply so
+/// the close handshake completes.
+async fn close(mut ws: Ws) {
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let closing = async {
+        ws.send(Message::Close(Some(frame))).await?;
+        while let Some(m) = ws.next().await {
+            m?;
+        }
+        Ok::<(), WsError>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -914,6 +949,7 @@ mod tests {
                 reached: ArrayQueue::new(4),
                 events: ArrayQueue::new(4),
                 stop: AtomicBool::new(false),
+                wake: Notify::new(),
                 dropped: AtomicU64::new(0),
                 oversize: AtomicU64::new(0),
                 frames_sent: AtomicU64::new(0),

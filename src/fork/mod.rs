@@ -9,7 +9,6 @@
 pub mod client;
 pub mod codec;
 pub mod config;
-pub mod metrics;
 pub mod playout;
 pub mod protocol;
 pub mod resample;

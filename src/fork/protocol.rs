@@ -6,6 +6,7 @@
 //! jambonz- and Vonage-style consumers expect). Nothing here does IO; backend input is hostile and
 //! every parse returns a typed error instead of panicking.
 
+use crate::rand::Random;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -62,18 +63,10 @@ pub struct StreamIds {
     pub account_sid: String,
 }
 
-/// A Twilio-style identifier: the prefix and 32 random lowercase hex digits.
-pub fn random_sid(prefix: &str) -> String {
-    let mut b = [0u8; 16];
-    // getrandom only fails without an OS entropy source; ids then stay unique per process
-    // through the counter mixed in below, which is all a stream id needs.
-    let _ = getrandom::fill(&mut b);
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    for (x, y) in b.iter_mut().zip(n.to_le_bytes()) {
-        *x ^= y;
-    }
-    format!("{prefix}{}", hex::encode(b))
+/// A Twilio-style identifier: the prefix and 32 random lowercase hex digits from `rng` (ids
+/// are not secrets; a failing source falls back to a process-unique counter).
+pub fn random_sid(rng: &mut dyn Random, prefix: &str) -> String {
+    format!("{prefix}{}", rng.hex(16))
 }
 
 /// What the backend is told about the call (the `start` customParameters / the L16 preamble).
@@ -500,13 +493,14 @@ mod tests {
 
     #[test]
     fn sids_have_the_twilio_shape() {
-        let s = random_sid("MZ");
+        let s = random_sid(&mut crate::rand::OsRandom, "MZ");
         assert_eq!(s.len(), 34);
         assert!(s.starts_with("MZ"));
         assert!(s[2..]
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_ne!(random_sid("MZ"), random_sid("MZ"));
+        let mut r = crate::rand::SeededRandom::new(1);
+        assert_ne!(random_sid(&mut r, "MZ"), random_sid(&mut r, "MZ"));
     }
 
     #[test]

@@ -1,32 +1,78 @@
-//! One fork of one call as a sans-IO state machine: stream ids, sequence numbers, per-track
-//! chunk counters and timestamps, 20 ms re-framing, DTMF de-duplication, the L16 resamplers and
-//! the playout queue. The WSS task feeds it media and backend messages and sends what it emits;
-//! it never touches a socket or a clock, so its behaviour is tested message by message.
+//! One fork of one call as a sans-IO state machine: the connection's life (connect, keepalive,
+//! reconnection with backoff in fork mode, hang-up in agent mode) and the stream on it (stream
+//! ids, sequence numbers, per-track chunk counters and timestamps, 20 ms re-framing, DTMF
+//! de-duplication, the L16 resamplers and the playout queue).
+//!
+//! Driven like every core here (quinn-proto's `Connection`): the WSS task hands in what
+//! happened with `now` (`handle_connected`, `handle_text`, `handle_audio`, `handle_lost`,
+//! `handle_timeout`, ...), then drains [`ForkSession::poll_transmit`] (messages for the
+//! backend) and [`ForkSession::poll_event`] (what the task must do: connect, clear the playout,
+//! close, hang up) until both are empty, and sleeps until [`ForkSession::poll_timeout`]. It
+//! never touches a socket, a clock or the OS random source, so its behaviour is tested message
+//! by message and timer by timer.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use super::codec::{self, TelephoneEvent, G711};
 use super::playout::{MarkEcho, PlayItem, Playout, FRAME_SAMPLES};
 use super::protocol::{self, BackendMessage, CallMeta, Protocol, ProtocolError, StreamIds, Track};
 use super::resample::{ResampleError, Resampler};
+use crate::rand::Random;
 
-/// A message for the backend.
+/// A WebSocket ping goes out this long after the last one.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+/// Without a pong for this long (checked when a ping is due), the connection is lost.
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(30);
+/// First reconnection delay; doubled per failed attempt up to [`BACKOFF_MAX`].
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Longest reconnection delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// How the call uses the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkMode {
+    /// A copy of both tracks of a SIP-to-SIP call; a lost backend is reconnected with backoff
+    /// and a new `start`, the call goes on.
+    Fork,
+    /// The backend is the other party (route target `wss://…`): the caller's track goes to it,
+    /// its audio is played; a lost or closed backend ends the call.
+    Agent,
+}
+
+/// A message for the backend, read with [`ForkSession::poll_transmit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
     /// A text (JSON) frame.
     Text(String),
     /// A binary frame (L16 audio).
     Binary(Vec<u8>),
+    /// A WebSocket ping (keepalive).
+    Ping,
 }
 
-/// What the IO shell must do after a backend message.
+/// What the IO shell must do, read with [`ForkSession::poll_event`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Nothing beyond sending what was emitted.
-    None,
+pub enum SessionEvent {
+    /// Open a connection to the backend, then report [`ForkSession::handle_connected`] or
+    /// [`ForkSession::handle_lost`].
+    Connect,
+    /// The stream started on the new connection (its first messages are queued).
+    Connected,
+    /// The connection is unusable (the reason is a metrics label): drop it without a close.
+    /// What follows (a reconnection, or a hang-up) comes as further events.
+    Lost(&'static str),
+    /// Fork mode: the connection was lost; a [`SessionEvent::Connect`] follows after a backoff.
+    Reconnecting,
     /// Flush the playout: collect the worker's mark reports, drain the worker's queue, then
-    /// call [`ForkSession::clear`].
+    /// call [`ForkSession::handle_cleared`].
     Clear,
-    /// The backend asked to hang up (L16 `disconnect`).
+    /// Close the connection normally (close 1000), after sending what is queued.
+    Close,
+    /// Agent mode: the backend is gone, asked to hang up, or closed: the call ends.
     Hangup,
+    /// Nothing more will happen: the task ends.
+    Ended,
 }
 
 /// Everything that defines a fork session; fixed for the life of the call.
@@ -34,6 +80,8 @@ pub enum Action {
 pub struct SessionParams {
     /// Wire dialect.
     pub protocol: Protocol,
+    /// Fork or agent.
+    pub mode: ForkMode,
     /// The call's codec (what the media worker hands over and gets back).
     pub codec: G711,
     /// The tracks sent to the backend (L16 sends the first one only: it is mono).
@@ -65,10 +113,29 @@ impl TrackState {
     }
 }
 
+/// Where the connection to the backend is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// A connection is being opened by the shell.
+    Connecting,
+    /// Streaming; a ping is due at `next_ping`.
+    Up {
+        next_ping: Instant,
+        last_pong: Instant,
+    },
+    /// Fork mode: waiting to reconnect.
+    Backoff { until: Instant },
+    /// Over (stopped, hung up, or closed by the backend).
+    Done,
+}
+
 /// The state of one fork (see the module documentation).
-#[derive(Debug)]
 pub struct ForkSession {
     p: SessionParams,
+    rng: Box<dyn Random>,
+    link: Link,
+    /// Failed connection attempts in a row (the backoff's exponent).
+    failures: u32,
     ids: StreamIds,
     seq: u64,
     tracks: [TrackState; 2],
@@ -81,11 +148,25 @@ pub struct ForkSession {
     playout: Playout,
     started: bool,
     malformed: u64,
+    out: VecDeque<Outgoing>,
+    events: VecDeque<SessionEvent>,
+}
+
+impl std::fmt::Debug for ForkSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForkSession")
+            .field("protocol", &self.p.protocol)
+            .field("mode", &self.p.mode)
+            .field("link", &self.link)
+            .field("stream_sid", &self.ids.stream_sid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ForkSession {
-    /// A session that has not started a stream yet.
-    pub fn new(p: SessionParams) -> Result<ForkSession, ResampleError> {
+    /// A session that asks at once to connect ([`SessionEvent::Connect`]); `rng` draws the
+    /// stream ids.
+    pub fn new(p: SessionParams, rng: Box<dyn Random>) -> Result<ForkSession, ResampleError> {
         let (up, down) = match p.protocol {
             Protocol::Twilio => (None, None),
             Protocol::L16 { sample_rate } => (
@@ -101,6 +182,9 @@ impl ForkSession {
             },
             playout: Playout::new(p.codec, p.max_playout_frames),
             p,
+            rng,
+            link: Link::Connecting,
+            failures: 0,
             seq: 0,
             tracks: [TrackState::new(); 2],
             last_dtmf: [None; 2],
@@ -111,19 +195,155 @@ impl ForkSession {
             carry: None,
             started: false,
             malformed: 0,
+            out: VecDeque::new(),
+            events: VecDeque::from([SessionEvent::Connect]),
         })
     }
+
+    // ---- connection life ----------------------------------------------------------------
+
+    /// The connection the shell opened is up: a new stream starts on it (`connected` +
+    /// `start`, or the L16 preamble, with a new stream id). Audio still queued for playout
+    /// belongs to the previous stream and is dropped with its marks.
+    pub fn handle_connected(&mut self, now: Instant) {
+        if self.link != Link::Connecting {
+            return;
+        }
+        self.failures = 0;
+        self.link = Link::Up {
+            next_ping: now + PING_EVERY,
+            last_pong: now,
+        };
+        self.start_stream();
+        self.events.push_back(SessionEvent::Connected);
+    }
+
+    /// The connection could not be opened, or was lost (the shell has counted why): fork mode
+    /// reconnects after a backoff (250 ms doubled per failure, at most 10 s), agent mode hangs
+    /// up.
+    pub fn handle_lost(&mut self, now: Instant) {
+        if matches!(self.link, Link::Done | Link::Backoff { .. }) {
+            return;
+        }
+        self.started = false;
+        match self.p.mode {
+            ForkMode::Agent => self.end(true),
+            ForkMode::Fork => {
+                self.failures = self.failures.saturating_add(1);
+                let backoff = BACKOFF_BASE
+                    .saturating_mul(1u32 << self.failures.min(6))
+                    .min(BACKOFF_MAX);
+                self.link = Link::Backoff {
+                    until: now + backoff,
+                };
+                self.events.push_back(SessionEvent::Reconnecting);
+            }
+        }
+    }
+
+    /// The backend closed the connection with `code`: 1000 ends the fork (and an agent call);
+    /// anything else is a lost connection.
+    pub fn handle_backend_closed(&mut self, now: Instant, code: u16) {
+        if code == 1000 {
+            self.started = false;
+            self.end(self.p.mode == ForkMode::Agent);
+        } else {
+            self.handle_lost(now);
+        }
+    }
+
+    /// A pong from the backend.
+    pub fn handle_pong(&mut self, now: Instant) {
+        if let Link::Up { last_pong, .. } = &mut self.link {
+            *last_pong = now;
+        }
+    }
+
+    /// The call stops the fork: the stream ends (Twilio `stop`; L16 just closes) and the
+    /// connection is closed normally.
+    pub fn handle_stop(&mut self) {
+        if self.link == Link::Done {
+            return;
+        }
+        let up = matches!(self.link, Link::Up { .. });
+        self.stop_stream();
+        if up {
+            self.events.push_back(SessionEvent::Close);
+        }
+        self.link = Link::Done;
+        self.events.push_back(SessionEvent::Ended);
+    }
+
+    /// Runs the timers due at `now`: a keepalive ping (or, without a pong for 30 s, a lost
+    /// connection), or the end of a reconnection backoff.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.link {
+            Link::Up {
+                next_ping,
+                last_pong,
+            } if now >= next_ping => {
+                if now.saturating_duration_since(last_pong) > PONG_TIMEOUT {
+                    self.events.push_back(SessionEvent::Lost("ping_timeout"));
+                    self.handle_lost(now);
+                    return;
+                }
+                self.out.push_back(Outgoing::Ping);
+                self.link = Link::Up {
+                    next_ping: now + PING_EVERY,
+                    last_pong,
+                };
+            }
+            Link::Backoff { until } if now >= until => {
+                self.link = Link::Connecting;
+                self.events.push_back(SessionEvent::Connect);
+            }
+            _ => {}
+        }
+    }
+
+    /// The next message for the backend.
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        self.out.pop_front()
+    }
+
+    /// The next thing the shell must do.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must run next (a ping, the end of a
+    /// backoff); `None` while connecting or once over.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.link {
+            Link::Up { next_ping, .. } => Some(next_ping),
+            Link::Backoff { until } => Some(until),
+            Link::Connecting | Link::Done => None,
+        }
+    }
+
+    /// True while a stream runs on a connection.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.link, Link::Up { .. })
+    }
+
+    /// Ends the session: no more connections, an agent call hangs up.
+    fn end(&mut self, hangup: bool) {
+        self.link = Link::Done;
+        if hangup && self.p.mode == ForkMode::Agent {
+            self.events.push_back(SessionEvent::Hangup);
+        }
+        self.events.push_back(SessionEvent::Ended);
+    }
+
+    // ---- the stream ---------------------------------------------------------------------
 
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
     }
 
-    /// Starts a stream (on connect, and again on every reconnect with a new stream id):
-    /// `connected` + `start`, or the L16 preamble. Audio still queued for playout belongs to
-    /// the previous stream and is dropped with its marks.
-    pub fn start(&mut self, out: &mut Vec<Outgoing>) {
-        self.ids.stream_sid = protocol::random_sid("MZ");
+    fn start_stream(&mut self) {
+        self.ids.stream_sid = protocol::random_sid(&mut *self.rng, "MZ");
         self.seq = 0;
         self.tracks = [TrackState::new(); 2];
         self.carry = None;
@@ -131,9 +351,10 @@ impl ForkSession {
         self.playout.clear(&mut discarded);
         match self.p.protocol {
             Protocol::Twilio => {
-                out.push(Outgoing::Text(protocol::twilio_connected()));
+                self.out
+                    .push_back(Outgoing::Text(protocol::twilio_connected()));
                 let seq = self.next_seq();
-                out.push(Outgoing::Text(protocol::twilio_start(
+                self.out.push_back(Outgoing::Text(protocol::twilio_start(
                     seq,
                     &self.ids,
                     &self.p.tracks,
@@ -141,7 +362,7 @@ impl ForkSession {
                 )));
             }
             Protocol::L16 { sample_rate } => {
-                out.push(Outgoing::Text(protocol::l16_preamble(
+                self.out.push_back(Outgoing::Text(protocol::l16_preamble(
                     sample_rate,
                     &self.ids,
                     &self.p.meta,
@@ -151,13 +372,22 @@ impl ForkSession {
         self.started = true;
     }
 
-    /// The current stream id (`MZ…`), empty before the first start.
+    fn stop_stream(&mut self) {
+        if self.started && self.p.protocol == Protocol::Twilio {
+            let seq = self.next_seq();
+            self.out
+                .push_back(Outgoing::Text(protocol::twilio_stop(seq, &self.ids)));
+        }
+        self.started = false;
+    }
+
+    /// The current stream id (`MZ…`), empty before the first connection.
     pub fn stream_sid(&self) -> &str {
         &self.ids.stream_sid
     }
 
-    /// Audio from the call in its codec; emits one message per complete 20 ms chunk.
-    pub fn audio(&mut self, track: Track, payload: &[u8], out: &mut Vec<Outgoing>) {
+    /// Audio from the call in its codec; queues one message per complete 20 ms chunk.
+    pub fn handle_audio(&mut self, track: Track, payload: &[u8]) {
         if !self.started || !self.p.tracks.contains(&track) {
             return;
         }
@@ -176,23 +406,17 @@ impl ForkSession {
                 t.len = 0;
                 t.chunk += 1;
                 let (frame, chunk) = (t.buf, t.chunk);
-                self.emit_frame(track, frame, chunk, out);
+                self.emit_frame(track, frame, chunk);
             }
         }
     }
 
-    fn emit_frame(
-        &mut self,
-        track: Track,
-        mut frame: [u8; FRAME_SAMPLES],
-        chunk: u64,
-        out: &mut Vec<Outgoing>,
-    ) {
+    fn emit_frame(&mut self, track: Track, mut frame: [u8; FRAME_SAMPLES], chunk: u64) {
         match self.p.protocol {
             Protocol::Twilio => {
                 codec::transcode_in_place(self.p.codec, G711::Pcmu, &mut frame);
                 let seq = self.next_seq();
-                out.push(Outgoing::Text(protocol::twilio_media(
+                self.out.push_back(Outgoing::Text(protocol::twilio_media(
                     seq,
                     &self.ids.stream_sid,
                     track,
@@ -215,7 +439,7 @@ impl ForkSession {
                 while self.resampled.len() - start >= per_frame {
                     let mut b = Vec::with_capacity(per_frame * 2);
                     protocol::l16_bytes(&self.resampled[start..start + per_frame], &mut b);
-                    out.push(Outgoing::Binary(b));
+                    self.out.push_back(Outgoing::Binary(b));
                     start += per_frame;
                 }
                 self.resampled.drain(..start);
@@ -225,12 +449,11 @@ impl ForkSession {
 
     /// An RFC 4733 telephone-event packet from the call. Each key press is sent once, when its
     /// end is first seen (the end packet is repeated, same RTP timestamp). L16 has no DTMF message.
-    pub fn telephone_event(
+    pub fn handle_telephone_event(
         &mut self,
         track: Track,
         payload: &[u8],
         rtp_timestamp: u32,
-        out: &mut Vec<Outgoing>,
     ) -> Result<(), codec::CodecError> {
         let ev = TelephoneEvent::parse(payload)?;
         let (Some(digit), true) = (ev.digit(), ev.end) else {
@@ -243,7 +466,7 @@ impl ForkSession {
         *last = Some(rtp_timestamp);
         if self.started && self.p.protocol == Protocol::Twilio {
             let seq = self.next_seq();
-            out.push(Outgoing::Text(protocol::twilio_dtmf(
+            self.out.push_back(Outgoing::Text(protocol::twilio_dtmf(
                 seq,
                 &self.ids.stream_sid,
                 track,
@@ -253,27 +476,18 @@ impl ForkSession {
         Ok(())
     }
 
-    /// The call or the fork ends: Twilio `stop` (L16 just closes).
-    pub fn stop(&mut self, out: &mut Vec<Outgoing>) {
-        if self.started && self.p.protocol == Protocol::Twilio {
-            let seq = self.next_seq();
-            out.push(Outgoing::Text(protocol::twilio_stop(seq, &self.ids)));
-        }
-        self.started = false;
-    }
-
-    /// A text frame from the backend.
-    pub fn on_text(
-        &mut self,
-        text: &str,
-        out: &mut Vec<Outgoing>,
-    ) -> Result<Action, ProtocolError> {
+    /// A text frame from the backend. A malformed one is counted and refused (the error names
+    /// the problem, never the content).
+    pub fn handle_text(&mut self, text: &str) -> Result<(), ProtocolError> {
         let msg = match self.p.protocol {
             Protocol::Twilio => protocol::parse_twilio(text),
             Protocol::L16 { .. } => protocol::parse_l16_text(text),
         };
         match msg {
-            Ok(m) => Ok(self.apply(m, out)),
+            Ok(m) => {
+                self.apply(m);
+                Ok(())
+            }
             Err(e) => {
                 self.malformed += 1;
                 Err(e)
@@ -282,34 +496,34 @@ impl ForkSession {
     }
 
     /// A binary frame from the backend (L16 audio; an error in Twilio mode).
-    pub fn on_binary(
-        &mut self,
-        bytes: &[u8],
-        out: &mut Vec<Outgoing>,
-    ) -> Result<Action, ProtocolError> {
+    pub fn handle_binary(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
         match self.p.protocol {
             Protocol::Twilio => {
                 self.malformed += 1;
                 Err(ProtocolError::UnexpectedBinary)
             }
-            Protocol::L16 { .. } => Ok(self.apply(protocol::l16_audio(bytes), out)),
+            Protocol::L16 { .. } => {
+                self.apply(protocol::l16_audio(bytes));
+                Ok(())
+            }
         }
     }
 
-    fn apply(&mut self, m: BackendMessage, out: &mut Vec<Outgoing>) -> Action {
+    fn apply(&mut self, m: BackendMessage) {
         match m {
-            BackendMessage::Audio(bytes) => {
-                self.play(bytes);
-                Action::None
-            }
+            BackendMessage::Audio(bytes) => self.play(bytes),
             BackendMessage::Mark(name) => {
                 self.playout.push_mark(name);
-                let _ = out;
-                Action::None
             }
-            BackendMessage::Clear => Action::Clear,
-            BackendMessage::Disconnect => Action::Hangup,
-            BackendMessage::Ignored => Action::None,
+            BackendMessage::Clear => self.events.push_back(SessionEvent::Clear),
+            BackendMessage::Disconnect => {
+                // The backend hangs up (L16 `disconnect`): the stream ends, the connection is
+                // closed, and an agent call ends.
+                self.stop_stream();
+                self.events.push_back(SessionEvent::Close);
+                self.end(true);
+            }
+            BackendMessage::Ignored => {}
         }
     }
 
@@ -352,24 +566,25 @@ impl ForkSession {
         }
     }
 
-    /// Flushes the playout queue and echoes every pending mark (after `Action::Clear`).
-    pub fn clear(&mut self, out: &mut Vec<Outgoing>) {
+    /// After [`SessionEvent::Clear`], once the worker's queue is drained: flushes the playout
+    /// queue and echoes every pending mark.
+    pub fn handle_cleared(&mut self) {
         let mut echoes = Vec::new();
         self.playout.clear(&mut echoes);
-        self.echo(&echoes, out);
+        self.echo(&echoes);
         if let Protocol::L16 { .. } = self.p.protocol {
-            out.push(Outgoing::Text(protocol::l16_cleared()));
+            self.out.push_back(Outgoing::Text(protocol::l16_cleared()));
         }
     }
 
     /// The media worker reached mark `seq`; echoes it and every earlier mark.
-    pub fn marks_played(&mut self, seq: u64, out: &mut Vec<Outgoing>) {
+    pub fn handle_marks_played(&mut self, seq: u64) {
         let mut echoes = Vec::new();
         self.playout.marks_played(seq, &mut echoes);
-        self.echo(&echoes, out);
+        self.echo(&echoes);
     }
 
-    fn echo(&mut self, echoes: &[MarkEcho], out: &mut Vec<Outgoing>) {
+    fn echo(&mut self, echoes: &[MarkEcho]) {
         for m in echoes {
             let text = match self.p.protocol {
                 Protocol::Twilio => {
@@ -378,7 +593,7 @@ impl ForkSession {
                 }
                 Protocol::L16 { .. } => protocol::l16_mark(&m.name, m.cleared),
             };
-            out.push(Outgoing::Text(text));
+            self.out.push_back(Outgoing::Text(text));
         }
     }
 
@@ -404,273 +619,4 @@ impl ForkSession {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::Value;
-
-    fn params(protocol: Protocol, codec: G711) -> SessionParams {
-        SessionParams {
-            protocol,
-            codec,
-            tracks: vec![Track::Inbound, Track::Outbound],
-            meta: CallMeta::default(),
-            call_sid: protocol::random_sid("CA"),
-            account_sid: protocol::random_sid("AC"),
-            max_playout_frames: 3000,
-        }
-    }
-
-    fn json(o: &Outgoing) -> Value {
-        match o {
-            Outgoing::Text(t) => serde_json::from_str(t).unwrap(),
-            Outgoing::Binary(_) => panic!("binary where text expected"),
-        }
-    }
-
-    #[test]
-    fn twilio_sequence_numbers_chunks_and_timestamps() {
-        let mut s = ForkSession::new(params(Protocol::Twilio, G711::Pcma)).unwrap();
-        let mut out = Vec::new();
-        s.audio(Track::Inbound, &[0xD5; 160], &mut out);
-        assert!(out.is_empty(), "nothing before start");
-        s.start(&mut out);
-        assert_eq!(json(&out[0])["event"], "connected");
-        assert_eq!(json(&out[1])["event"], "start");
-        assert_eq!(json(&out[1])["sequenceNumber"], "1");
-        out.clear();
-        // 30 ms packets are re-framed into 20 ms chunks per track.
-        s.audio(Track::Inbound, &[0xD5; 240], &mut out);
-        s.audio(Track::Outbound, &[0xD5; 160], &mut out);
-        s.audio(Track::Inbound, &[0xD5; 240], &mut out);
-        let got: Vec<(String, String, String, String)> = out
-            .iter()
-            .map(json)
-            .map(|v| {
-                (
-                    v["sequenceNumber"].as_str().unwrap().to_string(),
-                    v["media"]["track"].as_str().unwrap().to_string(),
-                    v["media"]["chunk"].as_str().unwrap().to_string(),
-                    v["media"]["timestamp"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        let want = [
-            ("2", "inbound", "1", "0"),
-            ("3", "outbound", "1", "0"),
-            ("4", "inbound", "2", "20"),
-            ("5", "inbound", "3", "40"),
-        ];
-        assert_eq!(got.len(), want.len());
-        for (g, w) in got.iter().zip(want) {
-            assert_eq!((g.0.as_str(), g.1.as_str(), g.2.as_str(), g.3.as_str()), w);
-        }
-        // A-law silence went out as μ-law silence-ish (transcoded, not passed through).
-        let p = json(&out[0])["media"]["payload"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        use base64::Engine as _;
-        let b = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
-        assert_eq!(b.len(), 160);
-        assert!(b
-            .iter()
-            .all(|&c| c == G711::Pcmu.encode(G711::Pcma.decode(0xD5))));
-        out.clear();
-        s.stop(&mut out);
-        let stop = json(&out[0]);
-        assert_eq!(stop["event"], "stop");
-        assert_eq!(stop["sequenceNumber"], "6");
-        assert_eq!(stop["streamSid"], s.stream_sid());
-    }
-
-    #[test]
-    fn dtmf_is_sent_once_per_key_press() {
-        let mut s = ForkSession::new(params(Protocol::Twilio, G711::Pcmu)).unwrap();
-        let mut out = Vec::new();
-        s.start(&mut out);
-        out.clear();
-        s.telephone_event(Track::Inbound, &[5, 0x0A, 0, 160], 1000, &mut out)
-            .unwrap();
-        for _ in 0..3 {
-            s.telephone_event(Track::Inbound, &[5, 0x8A, 3, 32], 1000, &mut out)
-                .unwrap();
-        }
-        s.telephone_event(Track::Inbound, &[11, 0x8A, 3, 32], 5000, &mut out)
-            .unwrap();
-        let digits: Vec<_> = out
-            .iter()
-            .map(|o| json(o)["dtmf"]["digit"].clone())
-            .collect();
-        assert_eq!(digits, vec!["5", "#"]);
-        assert!(s
-            .telephone_event(Track::Inbound, &[1, 2], 1, &mut out)
-            .is_err());
-    }
-
-    #[test]
-    fn twilio_playback_marks_and_clear() {
-        let mut s = ForkSession::new(params(Protocol::Twilio, G711::Pcmu)).unwrap();
-        let mut out = Vec::new();
-        s.start(&mut out);
-        out.clear();
-        let media = r#"{"event":"media","streamSid":"x","media":{"payload":"#.to_string();
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD.encode([0x12u8; 400]);
-        let a = s
-            .on_text(&format!("{media}\"{b64}\"}}}}"), &mut out)
-            .unwrap();
-        assert_eq!(a, Action::None);
-        s.on_text(r#"{"event":"mark","mark":{"name":"m1"}}"#, &mut out)
-            .unwrap();
-        assert!(out.is_empty(), "mark not echoed before its audio played");
-        let mut frames = 0;
-        while let Some(it) = s.pop_playout() {
-            match it {
-                PlayItem::Audio(f) => {
-                    frames += 1;
-                    assert_eq!(f[0], 0x12);
-                }
-                PlayItem::Mark(seq) => s.marks_played(seq, &mut out),
-            }
-        }
-        assert_eq!(frames, 3, "400 bytes = 2 frames + a padded one");
-        assert_eq!(json(&out[0])["mark"]["name"], "m1");
-        out.clear();
-        s.on_text(&format!("{media}\"{b64}\"}}}}"), &mut out)
-            .unwrap();
-        s.on_text(r#"{"event":"mark","mark":{"name":"m2"}}"#, &mut out)
-            .unwrap();
-        s.on_text(r#"{"event":"mark","mark":{"name":"m3"}}"#, &mut out)
-            .unwrap();
-        let a = s
-            .on_text(r#"{"event":"clear","streamSid":"x"}"#, &mut out)
-            .unwrap();
-        assert_eq!(a, Action::Clear);
-        s.clear(&mut out);
-        let names: Vec<_> = out
-            .iter()
-            .map(|o| json(o)["mark"]["name"].clone())
-            .collect();
-        assert_eq!(names, vec!["m2", "m3"]);
-        assert!(s.pop_playout().is_none());
-        assert!(s.on_binary(&[1, 2], &mut out).is_err());
-        assert!(s.on_text("{}", &mut out).is_err());
-        assert_eq!(s.malformed(), 2);
-    }
-
-    #[test]
-    fn l16_sends_the_preamble_and_resampled_binary_frames() {
-        let mut p = params(Protocol::L16 { sample_rate: 16000 }, G711::Pcmu);
-        p.tracks = vec![Track::Inbound];
-        let mut s = ForkSession::new(p).unwrap();
-        let mut out = Vec::new();
-        s.start(&mut out);
-        assert_eq!(json(&out[0])["content-type"], "audio/l16;rate=16000");
-        out.clear();
-        for _ in 0..10 {
-            s.audio(Track::Inbound, &[0x80; 160], &mut out);
-            s.audio(Track::Outbound, &[0x80; 160], &mut out);
-        }
-        assert_eq!(out.len(), 10, "one binary frame per 20 ms of inbound audio");
-        for o in &out {
-            match o {
-                Outgoing::Binary(b) => assert_eq!(b.len(), 640),
-                Outgoing::Text(t) => panic!("unexpected text {t}"),
-            }
-        }
-        s.stop(&mut out);
-        assert_eq!(out.len(), 10, "l16 has no stop message");
-    }
-
-    #[test]
-    fn l16_playback_clear_and_disconnect() {
-        let mut s =
-            ForkSession::new(params(Protocol::L16 { sample_rate: 8000 }, G711::Pcma)).unwrap();
-        let mut out = Vec::new();
-        s.start(&mut out);
-        out.clear();
-        // 161 samples split across frames with an odd byte boundary.
-        let mut bytes = Vec::new();
-        protocol::l16_bytes(&[1000i16; 161], &mut bytes);
-        s.on_binary(&bytes[..101], &mut out).unwrap();
-        s.on_binary(&bytes[101..], &mut out).unwrap();
-        assert_eq!(s.playout().queued_frames(), 1);
-        match s.pop_playout() {
-            Some(PlayItem::Audio(f)) => assert!(f.iter().all(|&c| c == G711::Pcma.encode(1000))),
-            other => panic!("{other:?}"),
-        }
-        s.on_text(r#"{"type":"mark","data":{"name":"a"}}"#, &mut out)
-            .unwrap();
-        assert_eq!(
-            s.on_text(r#"{"action":"clear"}"#, &mut out).unwrap(),
-            Action::Clear
-        );
-        s.clear(&mut out);
-        assert_eq!(json(&out[0])["data"]["name"], "a");
-        assert_eq!(json(&out[0])["data"]["event"], "cleared");
-        assert_eq!(json(&out[1])["event"], "websocket:cleared");
-        assert_eq!(
-            s.on_text(r#"{"type":"disconnect"}"#, &mut out).unwrap(),
-            Action::Hangup
-        );
-    }
-
-    #[test]
-    fn a_restart_is_a_new_stream() {
-        let mut s = ForkSession::new(params(Protocol::Twilio, G711::Pcmu)).unwrap();
-        let mut out = Vec::new();
-        s.start(&mut out);
-        let first = s.stream_sid().to_string();
-        s.audio(Track::Inbound, &[0xFF; 160], &mut out);
-        out.clear();
-        s.start(&mut out);
-        assert_ne!(s.stream_sid(), first);
-        assert_eq!(json(&out[1])["sequenceNumber"], "1");
-        out.clear();
-        s.audio(Track::Inbound, &[0xFF; 160], &mut out);
-        assert_eq!(json(&out[0])["media"]["chunk"], "1");
-    }
-
-    #[test]
-    fn hostile_backend_input_never_panics_and_stays_bounded() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for proto in [Protocol::Twilio, Protocol::L16 { sample_rate: 24000 }] {
-            let mut p = params(proto, G711::Pcma);
-            p.max_playout_frames = 100;
-            let mut s = ForkSession::new(p).unwrap();
-            let mut out = Vec::new();
-            s.start(&mut out);
-            let seeds = [
-                r#"{"event":"media","media":{"payload":"AAAA"}}"#,
-                r#"{"event":"mark","mark":{"name":"m"}}"#,
-                r#"{"type":"mark","data":{"name":"m"}}"#,
-                r#"{"event":"clear"}"#,
-                r#"{"action":"clear"}"#,
-            ];
-            for i in 0..3000 {
-                let len = (rnd() % 700) as usize;
-                let bytes: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
-                let _ = s.on_binary(&bytes, &mut out);
-                let mut t = seeds[i % seeds.len()].as_bytes().to_vec();
-                if i % 3 == 0 && !t.is_empty() {
-                    let at = (rnd() as usize) % t.len();
-                    t[at] = rnd() as u8;
-                }
-                if let Ok(text) = std::str::from_utf8(&t) {
-                    if let Ok(Action::Clear) = s.on_text(text, &mut out) {
-                        s.clear(&mut out);
-                    }
-                }
-                out.clear();
-            }
-            assert!(s.playout().queued_frames() <= 100);
-            assert!(s.playout().pending_marks() <= crate::fork::playout::MAX_PENDING_MARKS);
-        }
-    }
-}
+mod tests;

@@ -36,6 +36,7 @@ pub mod config;
 pub mod file;
 pub mod pkcs11;
 pub mod provider;
+#[allow(unsafe_code)]
 pub mod sys;
 
 use std::collections::HashMap;

@@ -40,14 +40,9 @@ use crate::srtp::{ContextConfig, Profile, SrtpContext};
 mod agent;
 pub use agent::AgentEvent;
 
-/// Calls ended, by how (`deleted`, `timeout`, `failed`).
-pub const CALLS_TOTAL: &str = "srtp_edge_calls_total";
-/// Offers and answers refused, by reason.
-pub const NEGOTIATIONS_REFUSED: &str = "srtp_edge_negotiations_refused_total";
-/// Forks attached to calls, by backend.
-pub const FORKS_STARTED: &str = "srtp_edge_fork_calls_total";
-/// Running forks stopped because a re-negotiation chose a codec other than PCMU/PCMA.
-pub const FORKS_STOPPED_CODEC: &str = "srtp_edge_fork_stopped_codec_total";
+use crate::metrics::{
+    CALLS_STARTED, CALLS_TOTAL, FORKS_STARTED, FORKS_STOPPED_CODEC, NEGOTIATIONS_REFUSED,
+};
 
 /// Why an offer, answer or delete failed.
 #[derive(Debug, thiserror::Error)]
@@ -908,7 +903,7 @@ impl Calls {
             }
             return Err(CallError::EngineGone);
         }
-        metrics::counter!("srtp_edge_calls_started_total").increment(1);
+        metrics::counter!(CALLS_STARTED).increment(1);
         tracing::info!(call = %Redacted(n.call_id), ports = ?[pa, pb], "call anchored");
         let now = SystemTime::now();
         Ok(Call {

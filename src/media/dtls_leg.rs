@@ -3,17 +3,22 @@
 //! completed, fingerprint-verified handshake it yields the leg's inbound and outbound SRTP
 //! contexts and the address the handshake ran with (the leg latches onto it).
 //!
-//! Handshake datagrams may allocate (they are rare); the SRTP path is not touched here.
+//! Driven like every core here (quinn-proto's `Connection`): [`DtlsLeg::handle_dtls`],
+//! [`DtlsLeg::handle_stun`] and [`DtlsLeg::handle_timeout`] take the input with `now`; the
+//! owner then drains [`DtlsLeg::poll_transmit`] and [`DtlsLeg::poll_event`] until both are
+//! empty, and calls again at [`DtlsLeg::poll_timeout`]. The leg records no metrics: its events
+//! and [`DtlsLeg::stats`] are what the owner counts.
+//!
+//! Handshake datagrams may allocate (they are rare); STUN answers do not; the SRTP path is not
+//! touched here.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::ice::{self, IceCredentials};
-use crate::dtls::{Endpoint, FailReason, HashFunction, State};
+use super::ice::{self, IceCredentials, MAX_RESPONSE};
+use crate::dtls::{Endpoint, EndpointEvent, EndpointStats, FailReason, HashFunction, State};
 use crate::srtp::{ContextConfig, Profile, SrtpContext};
-
-/// Handshakes by result (`ok`, or a [`FailReason::label`]).
-pub const DTLS_HANDSHAKES: &str = "srtp_edge_dtls_handshakes_total";
 
 /// Where a leg's DTLS association is, as the control plane reports it (ng `query`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,10 +64,9 @@ pub struct DtlsInfo {
     pub rekey_failures: u32,
 }
 
-/// What a leg's DTLS state reports after being fed or timed.
-pub enum DtlsOutcome {
-    /// Nothing changed for the relay.
-    Pending,
+/// What a leg's DTLS association tells its owner, read with [`DtlsLeg::poll_event`]; each
+/// outcome is reported once.
+pub enum DtlsEvent {
     /// The handshake completed: the leg's new contexts and the handshake peer.
     Keyed {
         /// Decrypts what the peer sends.
@@ -72,8 +76,36 @@ pub enum DtlsOutcome {
         /// The address the handshake ran with.
         peer: SocketAddr,
     },
-    /// The handshake failed for good: the leg (and so the call) ends.
+    /// The handshake failed for good: the leg (and so the call, unless it keeps earlier keys)
+    /// ends.
     Failed(FailReason),
+}
+
+impl std::fmt::Debug for DtlsEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The contexts hold keys: only say that they are there.
+            DtlsEvent::Keyed { peer, .. } => f.debug_struct("Keyed").field("peer", peer).finish(),
+            DtlsEvent::Failed(r) => f.debug_tuple("Failed").field(r).finish(),
+        }
+    }
+}
+
+/// A datagram for the owner to send on the leg's RTP socket, read with
+/// [`DtlsLeg::poll_transmit`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    /// Where it goes.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: &'a [u8],
+}
+
+/// A STUN answer waiting to be sent (fixed size: answering checks never allocates).
+struct StunAnswer {
+    buf: [u8; MAX_RESPONSE],
+    len: usize,
+    to: SocketAddr,
 }
 
 /// One leg's DTLS association and ICE-lite credentials.
@@ -90,9 +122,20 @@ pub struct DtlsLeg {
     in_use: Option<(Profile, Option<HashFunction>)>,
     rekey_failed: bool,
     rekey_failures: u32,
-    /// The failure was reported once: a failed endpoint stays failed, and datagrams or timers
-    /// after that must not report (count, log, tear down) it again.
-    failure_reported: bool,
+    /// Outcomes not yet read by the owner. The endpoint reports a failure once, so datagrams
+    /// or timers after it never report (count, log, tear down) it again.
+    events: VecDeque<DtlsEvent>,
+    /// A STUN answer not yet sent.
+    stun: Option<StunAnswer>,
+    /// What the last [`DtlsLeg::poll_transmit`] handed out (it lends a slice of it).
+    sending: Sending,
+}
+
+/// The datagram lent by the last [`DtlsLeg::poll_transmit`].
+enum Sending {
+    Nothing,
+    Stun(StunAnswer),
+    Dtls(Vec<u8>, SocketAddr),
 }
 
 impl std::fmt::Debug for DtlsLeg {
@@ -125,7 +168,9 @@ impl DtlsLeg {
             in_use: None,
             rekey_failed: false,
             rekey_failures: 0,
-            failure_reported: false,
+            events: VecDeque::new(),
+            stun: None,
+            sending: Sending::Nothing,
         }
     }
 
@@ -161,7 +206,7 @@ impl DtlsLeg {
         }
     }
 
-    /// When [`on_timeout`](Self::on_timeout) must run next.
+    /// When [`handle_timeout`](Self::handle_timeout) must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.endpoint.poll_timeout()
     }
@@ -171,91 +216,127 @@ impl DtlsLeg {
         matches!(self.endpoint.state(), State::Handshaking)
     }
 
-    /// A STUN datagram from `src`: if it is a Binding request that authenticates with our
-    /// credentials, the response is written to `out` and its length returned. An authenticated
+    /// The handshake's counters (datagrams, retransmissions), for the owner to record.
+    pub fn stats(&self) -> EndpointStats {
+        self.endpoint.stats()
+    }
+
+    /// A STUN datagram from `src`. A Binding request that authenticates with our credentials
+    /// is answered (the answer is the next [`poll_transmit`](Self::poll_transmit)) and true
+    /// returned; anything else is refused (false: the owner counts a drop). An authenticated
     /// check from a new address makes it the DTLS peer while the handshake runs.
-    pub fn on_stun(&mut self, src: SocketAddr, msg: &[u8], out: &mut [u8]) -> Option<usize> {
-        let creds = self.ice.as_ref()?;
-        let a = ice::answer_binding(creds, msg, src, out).ok()?;
+    pub fn handle_stun(&mut self, src: SocketAddr, msg: &[u8]) -> bool {
+        let Some(creds) = self.ice.as_ref() else {
+            return false;
+        };
+        let mut buf = [0u8; MAX_RESPONSE];
+        let Ok(a) = ice::answer_binding(creds, msg, src, &mut buf) else {
+            return false;
+        };
         if !self.keyed && (a.use_candidate || self.peer.is_none()) {
             self.peer = Some(src);
         }
-        Some(a.len)
+        // One answer waits at most: the owner drains after each datagram.
+        self.stun = Some(StunAnswer {
+            buf,
+            len: a.len,
+            to: src,
+        });
+        true
     }
 
     /// A DTLS datagram from `src`. With ICE, only the address of an authenticated check may
     /// talk to the endpoint. Without ICE, before the handshake completes, any source may (keys
     /// come only from a handshake whose certificate matched the fingerprint) and the last one
     /// becomes the peer.
-    pub fn on_dtls(&mut self, now: Instant, src: SocketAddr, data: &[u8]) -> DtlsOutcome {
+    pub fn handle_dtls(&mut self, now: Instant, src: SocketAddr, data: &[u8]) {
         // Once keyed, and on ICE legs always (the peer is the address an authenticated check
         // came from), DTLS from anywhere else is dropped: stray records of a replaced
         // association or a third party's datagrams never reach the handshake.
         if (self.keyed || self.ice.is_some()) && self.peer != Some(src) {
-            return DtlsOutcome::Pending;
+            return;
         }
         if self.peer.is_none() || (self.ice.is_none() && !self.keyed) {
             self.peer = Some(src);
         }
         self.endpoint.handle_datagram(now, data);
-        self.check()
+        self.take_endpoint_events();
     }
 
     /// Runs the retransmission and deadline timers.
-    pub fn on_timeout(&mut self, now: Instant) -> DtlsOutcome {
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
-        self.check()
+        self.take_endpoint_events();
     }
 
-    /// The next datagram to send and where, if the peer is known. Datagrams wait (bounded, in
-    /// the endpoint) while it is not.
-    pub fn poll_transmit(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
-        let peer = self.peer?;
-        self.endpoint.poll_transmit().map(|d| (d, peer))
-    }
-
-    fn check(&mut self) -> DtlsOutcome {
-        match self.endpoint.state() {
-            State::Failed(_) if self.failure_reported => DtlsOutcome::Pending,
-            State::Failed(r) => {
-                let r = r.clone();
-                self.failure_reported = true;
-                metrics::counter!(DTLS_HANDSHAKES, "result" => r.label()).increment(1);
-                DtlsOutcome::Failed(r)
-            }
-            State::Connected if !self.keyed => {
-                let Some(keys) = self.endpoint.take_srtp_keys() else {
-                    return DtlsOutcome::Pending;
-                };
-                let cfg = ContextConfig {
-                    replay_window: self.replay_window,
-                };
-                let p = keys.profile();
-                let inbound = SrtpContext::new(p, keys.remote_key(), keys.remote_salt(), cfg);
-                let outbound = SrtpContext::new(p, keys.local_key(), keys.local_salt(), cfg);
-                let (Ok(inbound), Ok(outbound), Some(peer)) = (inbound, outbound, self.peer) else {
-                    let r = FailReason::NoSrtpProfile;
-                    metrics::counter!(DTLS_HANDSHAKES, "result" => r.label()).increment(1);
-                    return DtlsOutcome::Failed(r);
-                };
-                self.keyed = true;
-                self.in_use = Some((p, self.endpoint.peer_fingerprint_hash()));
-                metrics::counter!(DTLS_HANDSHAKES, "result" => "ok").increment(1);
-                tracing::info!(
-                    profile = %p,
-                    %peer,
-                    cipher = self.endpoint.cipher().unwrap_or("-"),
-                    peer_key = self.endpoint.peer_key().unwrap_or("-"),
-                    "DTLS-SRTP handshake complete"
-                );
-                DtlsOutcome::Keyed {
-                    inbound: Box::new(inbound),
-                    outbound: Box::new(outbound),
-                    peer,
-                }
-            }
-            _ => DtlsOutcome::Pending,
+    /// The next datagram to send: a STUN answer, else a DTLS datagram if the peer is known
+    /// (DTLS datagrams wait, bounded, in the endpoint while it is not).
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        if let Some(a) = self.stun.take() {
+            self.sending = Sending::Stun(a);
+        } else {
+            let peer = self.peer?;
+            let d = self.endpoint.poll_transmit()?;
+            self.sending = Sending::Dtls(d, peer);
         }
+        match &self.sending {
+            Sending::Stun(a) => Some(Transmit {
+                destination: a.to,
+                contents: &a.buf[..a.len],
+            }),
+            Sending::Dtls(d, to) => Some(Transmit {
+                destination: *to,
+                contents: d,
+            }),
+            Sending::Nothing => None,
+        }
+    }
+
+    /// The next outcome (keyed, failed), if any.
+    pub fn poll_event(&mut self) -> Option<DtlsEvent> {
+        self.events.pop_front()
+    }
+
+    /// Turns what the endpoint reported into the leg's events: keys into SRTP contexts.
+    fn take_endpoint_events(&mut self) {
+        while let Some(e) = self.endpoint.poll_event() {
+            match e {
+                EndpointEvent::Failed(r) => self.events.push_back(DtlsEvent::Failed(r)),
+                EndpointEvent::Connected if !self.keyed => {
+                    if let Some(ev) = self.keyed_event() {
+                        self.events.push_back(ev);
+                    }
+                }
+                EndpointEvent::Connected | EndpointEvent::Closed => {}
+            }
+        }
+    }
+
+    fn keyed_event(&mut self) -> Option<DtlsEvent> {
+        let keys = self.endpoint.take_srtp_keys()?;
+        let cfg = ContextConfig {
+            replay_window: self.replay_window,
+        };
+        let p = keys.profile();
+        let inbound = SrtpContext::new(p, keys.remote_key(), keys.remote_salt(), cfg);
+        let outbound = SrtpContext::new(p, keys.local_key(), keys.local_salt(), cfg);
+        let (Ok(inbound), Ok(outbound), Some(peer)) = (inbound, outbound, self.peer) else {
+            return Some(DtlsEvent::Failed(FailReason::NoSrtpProfile));
+        };
+        self.keyed = true;
+        self.in_use = Some((p, self.endpoint.peer_fingerprint_hash()));
+        tracing::info!(
+            profile = %p,
+            %peer,
+            cipher = self.endpoint.cipher().unwrap_or("-"),
+            peer_key = self.endpoint.peer_key().unwrap_or("-"),
+            "DTLS-SRTP handshake complete"
+        );
+        Some(DtlsEvent::Keyed {
+            inbound: Box::new(inbound),
+            outbound: Box::new(outbound),
+            peer,
+        })
     }
 }
 
@@ -263,7 +344,7 @@ impl DtlsLeg {
 mod tests {
     use super::*;
     use crate::dtls::{DtlsIdentity, EndpointConfig, PeerFingerprints, Role};
-    use crate::media::ice::{binding_request, MAX_RESPONSE};
+    use crate::media::ice::binding_request;
 
     fn fps(id: &DtlsIdentity) -> PeerFingerprints {
         let line = format!("a=fingerprint:{}", id.sdp_fingerprint());
@@ -291,35 +372,38 @@ mod tests {
         // With ICE, the ClientHello waits for a checked address (not the signalled one).
         assert!(leg.poll_transmit().is_none());
         let attacker: SocketAddr = "192.0.2.66:4000".parse().unwrap();
-        let mut out = [0u8; MAX_RESPONSE];
         for req in [
             binding_request("ours:theirs", "wrong-password", true),
             binding_request("other:theirs", "our-password-of-24-chars", true),
         ] {
-            assert_eq!(leg.on_stun(attacker, &req, &mut out), None);
+            assert!(!leg.handle_stun(attacker, &req));
             assert!(
                 leg.poll_transmit().is_none(),
                 "unauthenticated STUN set the peer"
             );
         }
         // DTLS from an unchecked address does not reach the handshake either.
-        assert!(matches!(
-            leg.on_dtls(
-                now,
-                attacker,
-                &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-            ),
-            DtlsOutcome::Pending
-        ));
+        leg.handle_dtls(
+            now,
+            attacker,
+            &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
         assert!(leg.poll_transmit().is_none());
+        assert!(leg.poll_event().is_none());
+        assert_eq!(leg.stats().datagrams_in, 0);
         let peer: SocketAddr = "127.0.0.1:6000".parse().unwrap();
         let req = binding_request("ours:theirs", "our-password-of-24-chars", true);
-        assert!(leg.on_stun(peer, &req, &mut out).is_some());
-        let (hello, to) = leg
+        assert!(leg.handle_stun(peer, &req));
+        // The STUN answer first, then the ClientHello, both to the checked address.
+        let answer = leg.poll_transmit().expect("STUN answer");
+        assert_eq!(answer.destination, peer);
+        assert_eq!(answer.contents[0] >> 6, 0, "a STUN message");
+        let hello = leg
             .poll_transmit()
             .expect("ClientHello goes out once checked");
-        assert_eq!(to, peer);
-        assert_eq!(hello[0], 22, "a handshake record");
+        assert_eq!(hello.destination, peer);
+        assert_eq!(hello.contents[0], 22, "a handshake record");
+        assert!(leg.poll_transmit().is_none());
     }
 
     #[test]
@@ -339,18 +423,19 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:7000".parse().unwrap();
         let mut leg = DtlsLeg::new(ep, None, Some(peer), 128);
         let later = now + std::time::Duration::from_secs(1);
+        leg.handle_timeout(later);
         assert!(matches!(
-            leg.on_timeout(later),
-            DtlsOutcome::Failed(FailReason::Timeout)
+            leg.poll_event(),
+            Some(DtlsEvent::Failed(FailReason::Timeout))
         ));
+        assert!(leg.poll_event().is_none());
         // A failed re-key leaves the leg in place: later timers and datagrams (a peer's stray
         // flight) must not report the failure again.
-        assert!(matches!(leg.on_timeout(later), DtlsOutcome::Pending));
+        leg.handle_timeout(later);
         let hello = [22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0];
-        assert!(matches!(
-            leg.on_dtls(later, peer, &hello),
-            DtlsOutcome::Pending
-        ));
+        leg.handle_dtls(later, peer, &hello);
+        assert!(leg.poll_event().is_none());
+        assert_eq!(leg.poll_timeout(), None);
         assert_eq!(leg.info().phase, DtlsPhase::Failed);
     }
 
@@ -368,18 +453,21 @@ mod tests {
         let mut server = Endpoint::new(&theirs, Role::Server, fps(&ours), &cfg, now);
         let mut keyed = None;
         for _ in 0..20 {
-            while let Some((d, to)) = leg.poll_transmit() {
-                assert_eq!(to, peer_addr);
-                server.handle_datagram(now, &d);
+            while let Some(t) = leg.poll_transmit() {
+                assert_eq!(t.destination, peer_addr);
+                server.handle_datagram(now, t.contents);
             }
             while let Some(d) = server.poll_transmit() {
-                if let DtlsOutcome::Keyed {
-                    inbound,
-                    outbound,
-                    peer,
-                } = leg.on_dtls(now, peer_addr, &d)
-                {
-                    keyed = Some((inbound, outbound, peer));
+                leg.handle_dtls(now, peer_addr, &d);
+                while let Some(e) = leg.poll_event() {
+                    match e {
+                        DtlsEvent::Keyed {
+                            inbound,
+                            outbound,
+                            peer,
+                        } => keyed = Some((inbound, outbound, peer)),
+                        DtlsEvent::Failed(r) => panic!("{r}"),
+                    }
                 }
             }
             if keyed.is_some() {

@@ -14,22 +14,10 @@ use super::relay::Drop;
 use super::worker::{self, Event, WorkerHandle};
 use crate::config::MediaConfig;
 
-/// Calls currently anchored.
-pub const CALLS_ACTIVE: &str = "srtp_edge_calls_active";
-/// Calls anchored since start, by how they ended.
-pub const CALLS_TOTAL: &str = "srtp_edge_calls_total";
-/// Packets relayed, by direction (a_to_b: from the offerer's leg).
-pub const PACKETS_RELAYED: &str = "srtp_edge_packets_relayed_total";
-/// Bytes relayed (as sent), by direction.
-pub const BYTES_RELAYED: &str = "srtp_edge_bytes_relayed_total";
-/// Packets dropped, by reason.
-pub const PACKETS_DROPPED: &str = "srtp_edge_packets_dropped_total";
-/// Port pairs in use, by family.
-pub const PORTS_IN_USE: &str = "srtp_edge_media_port_pairs_in_use";
-/// Port pairs in the range, by family.
-pub const PORTS_CAPACITY: &str = "srtp_edge_media_port_pairs_capacity";
-/// Datagrams the kernel refused to send.
-pub const SEND_ERRORS: &str = "srtp_edge_media_send_errors_total";
+use crate::metrics::{
+    BYTES_RELAYED, CALLS_ACTIVE, PACKETS_DROPPED, PACKETS_RELAYED, PORTS_CAPACITY, PORTS_IN_USE,
+    SEND_ERRORS, WAIT_ERRORS,
+};
 
 #[derive(Debug)]
 struct Pools {
@@ -73,6 +61,10 @@ impl Engine {
             let (h, j) = worker::spawn(
                 format!("srtp-edge-media-{i}"),
                 Duration::from_secs(u64::from(cfg.timeout_secs)),
+                worker::IoOptions {
+                    io_uring: cfg.io_uring,
+                    batch_pause: Duration::from_micros(u64::from(cfg.batch_pause_us)),
+                },
                 tx.clone(),
             )?;
             workers.push(h);
@@ -177,6 +169,7 @@ impl Engine {
                 .absolute(sum(&|s| &s.drops[d as usize]));
         }
         metrics::counter!(SEND_ERRORS).absolute(sum(&|s| &s.send_errors));
+        metrics::counter!(WAIT_ERRORS).absolute(sum(&|s| &s.wait_errors));
         for (v6, fam) in [(false, "ipv4"), (true, "ipv6")] {
             if let Ok((used, cap)) = self.with_pool(v6, |p| (p.in_use(), p.capacity())) {
                 metrics::gauge!(PORTS_IN_USE, "family" => fam).set(used as f64);

@@ -14,6 +14,8 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
+use crate::rand::RandomError;
+
 const MAGIC: u32 = 0x2112_A442;
 const HEADER: usize = 20;
 const BINDING_REQUEST: u16 = 0x0001;
@@ -47,10 +49,10 @@ impl std::fmt::Debug for IceCredentials {
 
 const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-fn ice_string(n: usize) -> Result<String, getrandom::Error> {
+fn ice_string(n: usize, rng: &mut dyn crate::rand::Random) -> Result<String, RandomError> {
     let mut raw = [0u8; 32];
     let raw = &mut raw[..n.min(32)];
-    getrandom::fill(raw)?;
+    rng.fill(raw)?;
     Ok(raw
         .iter()
         .map(|b| ICE_CHARS[usize::from(*b) % ICE_CHARS.len()] as char)
@@ -60,10 +62,15 @@ fn ice_string(n: usize) -> Result<String, getrandom::Error> {
 impl IceCredentials {
     /// Fresh credentials: an 8-character ufrag and a 24-character password (RFC 8839 asks for
     /// at least 4 and 22 ice-chars).
-    pub fn generate() -> Result<IceCredentials, getrandom::Error> {
+    pub fn generate() -> Result<IceCredentials, RandomError> {
+        Self::generate_with(&mut crate::rand::OsRandom)
+    }
+
+    /// [`generate`](Self::generate) from an injected random source (the call table's).
+    pub fn generate_with(rng: &mut dyn crate::rand::Random) -> Result<IceCredentials, RandomError> {
         Ok(IceCredentials {
-            ufrag: ice_string(8)?,
-            pwd: ice_string(24)?,
+            ufrag: ice_string(8, rng)?,
+            pwd: ice_string(24, rng)?,
         })
     }
 }
@@ -273,10 +280,10 @@ fn write_success(
     Some(at)
 }
 
-/// A Binding request as an ICE agent sends it (USERNAME, optional USE-CANDIDATE,
-/// MESSAGE-INTEGRITY keyed with `pwd`, FINGERPRINT), for tests.
-#[cfg(test)]
-pub(crate) fn binding_request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
+/// A Binding request as a full ICE agent sends it (USERNAME, optional USE-CANDIDATE,
+/// MESSAGE-INTEGRITY keyed with `pwd`, FINGERPRINT). srtp-edge is ICE-lite and never sends one:
+/// this plays the peer's agent in tests and simulations.
+pub fn binding_request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
     let mut m = Vec::new();
     m.extend_from_slice(&BINDING_REQUEST.to_be_bytes());
     m.extend_from_slice(&[0, 0]);

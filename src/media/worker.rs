@@ -1,25 +1,31 @@
 //! A media worker thread: owns the sockets and legs of its calls and runs the hot path.
 //!
 //! One thread per core. Both legs of a call live on the same worker. The loop waits in
-//! `epoll_wait` (level-triggered, so one `recvfrom` per readiness event and no extra call that
-//! only returns EAGAIN), relays each datagram in place in a preallocated buffer, and sends it with
-//! `sendto`. Nothing is allocated per packet; the only shared state the hot path touches is this
-//! worker's own relaxed atomic counters. The control plane talks to the worker through a channel
-//! and an eventfd wake-up, processed between batches; the worker never waits on signaling, the
-//! fork or the disk.
+//! `epoll_wait` (level-triggered) for readable sockets; with io_uring (the default where the
+//! kernel has it) it reads all of them with one submission into the ring's buffers, relays each
+//! datagram in place there and sends them all with one more submission ([`sys::BatchRing`]);
+//! without, it reads each with `recvfrom` and sends with `sendto`. Under load it pauses briefly
+//! after each busy wake-up ([`super::batch`]) so that one wake-up relays many packets. Nothing
+//! is allocated per packet; the only shared state the hot path touches is this worker's own
+//! relaxed atomic counters. The control plane talks to the worker through a channel and an
+//! eventfd wake-up, processed between batches; the worker never waits on signaling, the fork or
+//! the disk. The system calls live in [`super::sys`]; how much each step costs is in
+//! benches/README.md.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::batch::Batcher;
 use super::demux::{self, Kind};
-use super::dtls_leg::{DtlsInfo, DtlsLeg, DtlsOutcome};
+use super::dtls_leg::{DtlsEvent, DtlsInfo, DtlsLeg};
 use super::relay::{self, Drop, Leg};
+use super::sys::{self, BatchRing, Epoll, EventFd};
 use crate::dtls::FailReason;
 use crate::fork::codec::{transcode_in_place, G711};
 use crate::fork::{ForkEvent, ForkHandle, ForkStats, Track};
@@ -65,10 +71,11 @@ pub struct WorkerStats {
     pub dtls_failed: AtomicU64,
     /// Re-key handshakes that failed while the leg kept its previous keys.
     pub dtls_rekey_failed: AtomicU64,
+    /// `epoll_wait` calls that failed (each one is followed by a back-off).
+    pub wait_errors: AtomicU64,
 }
 
-/// Re-key handshakes that failed while the leg kept its previous keys, by reason.
-pub const DTLS_REKEY_FAILURES: &str = "srtp_edge_dtls_rekey_failures_total";
+use crate::metrics::{DTLS_HANDSHAKES, DTLS_REKEY_FAILURES};
 
 /// Per-call, per-leg counters (reported by `query` and `delete`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -354,7 +361,7 @@ struct Slot {
 #[derive(Clone)]
 pub struct WorkerHandle {
     tx: Sender<Command>,
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
     /// This worker's counters.
     pub stats: Arc<WorkerStats>,
 }
@@ -365,15 +372,7 @@ impl WorkerHandle {
         self.tx
             .send(cmd)
             .map_err(|_| "media worker has stopped".to_string())?;
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a valid u64 to an eventfd we own.
-        let _ = unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        self.wake.signal();
         Ok(())
     }
 
@@ -389,70 +388,50 @@ impl WorkerHandle {
     }
 }
 
-struct Epoll(OwnedFd);
-
-impl Epoll {
-    fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall; the returned fd is checked and then owned.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a freshly created, valid descriptor nobody else owns.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: valid epoll fd, valid target fd, pointer to a live epoll_event.
-        let r = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
-        // SAFETY: the buffer is valid for `events.len()` entries.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.0.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as libc::c_int,
-                timeout_ms,
-            )
-        };
-        if n < 0 {
-            0
-        } else {
-            n as usize
-        }
-    }
-}
-
 fn token(slot: usize, leg: usize, rtcp: bool) -> u64 {
     ((slot as u64) << 2) | ((leg as u64) << 1) | u64::from(rtcp)
+}
+
+/// (slot, leg, RTCP socket) of a token.
+fn untoken(t: u64) -> (usize, usize, bool) {
+    ((t >> 2) as usize, ((t >> 1) & 1) as usize, t & 1 == 1)
+}
+
+/// A relayed datagram to send: from the socket of `token`, `len` bytes, to `dest`.
+struct Outgoing {
+    token: u64,
+    len: usize,
+    dest: SocketAddr,
+}
+
+/// How a worker does its IO (from `[media]`).
+#[derive(Debug, Clone, Copy)]
+pub struct IoOptions {
+    /// Batch each wake-up's receives and sends through io_uring where the kernel has it.
+    pub io_uring: bool,
+    /// The pause after busy wake-ups under load (zero: never).
+    pub batch_pause: Duration,
+}
+
+impl Default for IoOptions {
+    fn default() -> Self {
+        IoOptions {
+            io_uring: true,
+            batch_pause: Duration::from_micros(200),
+        }
+    }
 }
 
 /// Starts a worker thread. `events` receives timeouts; `timeout` is the media timeout.
 pub fn spawn(
     name: String,
     timeout: Duration,
+    io: IoOptions,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
 ) -> io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
     let epoll = Epoll::new()?;
-    // SAFETY: plain syscall; the returned fd is checked and then owned.
-    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if efd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: efd is a freshly created, valid descriptor nobody else owns.
-    let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
-    epoll.ctl(libc::EPOLL_CTL_ADD, wake.as_raw_fd(), WAKE)?;
+    let wake = Arc::new(EventFd::new()?);
+    epoll.add(wake.as_raw_fd(), WAKE)?;
     let (tx, rx) = mpsc::channel();
     let stats = Arc::new(WorkerStats::default());
     let handle = WorkerHandle {
@@ -461,6 +440,16 @@ pub fn spawn(
         stats: stats.clone(),
     };
     let join = std::thread::Builder::new().name(name).spawn(move || {
+        // The batching pause is short: the default 50 µs of timer slack would stretch it.
+        sys::set_timer_slack(Duration::from_micros(20));
+        let ring = match io.io_uring.then(|| BatchRing::new(EVENTS as u32)) {
+            None => None,
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "media worker: io_uring unavailable, one recvfrom and one sendto per packet");
+                None
+            }
+        };
         let mut w = Worker {
             epoll,
             wake,
@@ -473,6 +462,10 @@ pub fn spawn(
             by_key: HashMap::new(),
             forks: 0,
             handshaking: Vec::new(),
+            batch: Batcher::new(io.batch_pause),
+            wait_failing: 0,
+            ring,
+            buf: vec![0u8; BUF + TAG_ROOM],
         };
         w.run();
     })?;
@@ -481,7 +474,7 @@ pub fn spawn(
 
 struct Worker {
     epoll: Epoll,
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
     rx: Receiver<Command>,
     stats: Arc<WorkerStats>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
@@ -493,12 +486,20 @@ struct Worker {
     forks: usize,
     /// Slots with a DTLS handshake running (their timers fold into the epoll timeout).
     handshaking: Vec<usize>,
+    /// The pause after busy wake-ups.
+    batch: Batcher,
+    /// Consecutive failed waits (0: the last wait worked).
+    wait_failing: u32,
+    /// The datagrams of a wake-up, received and sent with one submission each (None: io_uring
+    /// unavailable, each packet is read with `recvfrom` and sent with `sendto`).
+    ring: Option<BatchRing>,
+    /// The packet buffer of the recvfrom/sendto path and of the fork's playout.
+    buf: Vec<u8>,
 }
 
 impl Worker {
     fn run(&mut self) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-        let mut buf = vec![0u8; BUF + TAG_ROOM];
+        let mut events = vec![sys::Event::EMPTY; EVENTS];
         let mut last_sweep = Instant::now();
         let mut next_tick = Instant::now() + FORK_TICK;
         loop {
@@ -510,18 +511,33 @@ impl Worker {
                 (left.as_micros().div_ceil(1000)).min(250) as i32
             };
             let wait_ms = self.dtls_wait_ms(Instant::now(), fork_ms);
-            let n = self.epoll.wait(&mut events, wait_ms);
+            let n = self.wait(&mut events, wait_ms);
             let mut woken = false;
             // One clock read per batch: good enough for a timeout measured in seconds.
             let now = Instant::now();
-            for ev in &events[..n] {
-                let t = ev.u64;
-                if t == WAKE {
+            // The media sockets' tokens to the front, the wake-up aside.
+            let mut m = 0;
+            for k in 0..n {
+                if events[k].token() == WAKE {
                     woken = true;
-                    continue;
+                } else {
+                    events[m] = events[k];
+                    m += 1;
                 }
-                self.on_readable(t, &mut buf, now);
             }
+            if let Some(mut ring) = self.ring.take() {
+                self.on_readable_batch(&mut ring, &events[..m], now);
+                let failed = ring.flush();
+                if failed > 0 {
+                    self.stats.send_errors.fetch_add(failed, Ordering::Relaxed);
+                }
+                self.ring = Some(ring);
+            } else {
+                for ev in &events[..m] {
+                    self.on_readable_fallback(ev.token(), now);
+                }
+            }
+            let packets = m as u64;
             if woken {
                 let had_forks = self.forks;
                 self.drain_wake();
@@ -535,7 +551,9 @@ impl Worker {
             if self.forks > 0 {
                 let now = Instant::now();
                 if now >= next_tick {
+                    let mut buf = std::mem::take(&mut self.buf);
                     self.fork_tick(&mut buf);
+                    self.buf = buf;
                     next_tick += FORK_TICK;
                     // After a stall, start again from now instead of bursting to catch up.
                     if now > next_tick + 3 * FORK_TICK {
@@ -550,30 +568,131 @@ impl Worker {
                 last_sweep = now;
                 self.sweep(now);
             }
+            if let Some(pause) = self.batch.after_wake(now, packets) {
+                std::thread::sleep(pause);
+            }
         }
     }
 
+    /// One `epoll_wait`. A failure is counted, logged when it starts and when it ends, and
+    /// followed by a back-off doubling from 1 ms to 1 s, so a persistent error (which would
+    /// otherwise return at once, forever) neither spins a core nor floods the log.
+    fn wait(&mut self, events: &mut [sys::Event], timeout_ms: i32) -> usize {
+        match self.epoll.wait(events, timeout_ms) {
+            Ok(n) => {
+                if self.wait_failing > 0 {
+                    tracing::warn!(
+                        failures = self.wait_failing,
+                        "media worker: epoll_wait works again"
+                    );
+                    self.wait_failing = 0;
+                }
+                n
+            }
+            Err(e) => {
+                self.stats.wait_errors.fetch_add(1, Ordering::Relaxed);
+                if self.wait_failing == 0 {
+                    tracing::error!(error = %e, "media worker: epoll_wait failed; backing off");
+                }
+                let backoff = Duration::from_millis(1 << self.wait_failing.min(10));
+                self.wait_failing = self.wait_failing.saturating_add(1);
+                std::thread::sleep(backoff.min(Duration::from_secs(1)));
+                0
+            }
+        }
+    }
+
+    /// The socket behind a token, if its call still exists.
+    fn socket(&self, t: u64) -> Option<&UdpSocket> {
+        let (slot_i, leg_i, on_rtcp) = untoken(t);
+        let setup = self.slots.get(slot_i)?.as_ref()?.legs.get(leg_i)?;
+        Some(if on_rtcp { &setup.rtcp } else { &setup.rtp })
+    }
+
+    /// A readable socket on the `recvfrom`/`sendto` path (no ring, or no free ring slot).
     fn on_readable(&mut self, t: u64, buf: &mut [u8], now: Instant) {
-        let slot_i = (t >> 2) as usize;
-        let leg_i = ((t >> 1) & 1) as usize;
-        let on_rtcp = t & 1 == 1;
-        let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+        let Some(sock) = self.socket(t) else {
             return;
         };
-        let sock = if on_rtcp {
-            &slot.legs[leg_i].rtcp
-        } else {
-            &slot.legs[leg_i].rtp
+        let Ok((len, src)) = sock.recv_from(&mut buf[..BUF]) else {
+            return;
         };
-        let (len, src) = match sock.recv_from(&mut buf[..BUF]) {
-            Ok(x) => x,
-            Err(_) => return,
+        if let Some(out) = self.on_datagram(t, buf, len, src, now) {
+            if let Some(sock) = self.socket(out.token) {
+                if sock.send_to(&buf[..out.len], out.dest).is_err() {
+                    self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The sockets readable in this wake-up, read with one submission to the ring, relayed in
+    /// the ring's buffers and queued for the next flush. Falls back to [`Self::on_readable`]
+    /// for a datagram the ring has no room for.
+    fn on_readable_batch(&mut self, ring: &mut BatchRing, tokens: &[sys::Event], now: Instant) {
+        for ev in tokens {
+            let t = ev.token();
+            let queued = self
+                .socket(t)
+                .is_some_and(|sock| ring.queue_recv(sock.as_raw_fd(), t));
+            if !queued {
+                self.on_readable_fallback(t, now);
+            }
+        }
+        let n = ring.receive().len();
+        for k in 0..n {
+            let r = ring.received_at(k);
+            let out = self.on_datagram(r.token, ring.buf(r.slot), r.len, r.src, now);
+            let Some(out) = out else {
+                ring.release(r.slot);
+                continue;
+            };
+            let Some(fd) = self.socket(out.token).map(|s| s.as_raw_fd()) else {
+                ring.release(r.slot);
+                continue;
+            };
+            if !ring.send_slot(r.slot, fd, out.len, out.dest) {
+                // The queue is full: send it now (the slot was freed, its bytes are intact
+                // until the next receive).
+                let pkt = &ring.buf(r.slot)[..out.len];
+                if self
+                    .socket(out.token)
+                    .map(|s| s.send_to(pkt, out.dest))
+                    .is_none_or(|r| r.is_err())
+                {
+                    self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// [`Self::on_readable`] with the worker's own buffer, for a socket the ring could not take.
+    fn on_readable_fallback(&mut self, t: u64, now: Instant) {
+        let mut buf = std::mem::take(&mut self.buf);
+        self.on_readable(t, &mut buf, now);
+        self.buf = buf;
+    }
+
+    /// One received datagram, relayed in place in `buf`: DTLS and STUN go to the leg's
+    /// endpoint, media is authenticated, checked, re-encrypted and returned for sending (the
+    /// counters count it as relayed; a send that then fails is counted in `send_errors`).
+    fn on_datagram(
+        &mut self,
+        t: u64,
+        buf: &mut [u8],
+        len: usize,
+        src: SocketAddr,
+        now: Instant,
+    ) -> Option<Outgoing> {
+        let (slot_i, leg_i, on_rtcp) = untoken(t);
+        let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
+            return None;
         };
         if !on_rtcp && slot.legs[leg_i].dtls.is_some() {
             match demux::classify(&buf[..len]) {
                 Kind::Dtls | Kind::Stun => {
                     self.on_dtls_or_stun(slot_i, leg_i, src, buf, len, now);
-                    return;
+                    return None;
                 }
                 _ => {}
             }
@@ -592,30 +711,23 @@ impl Worker {
         };
         match relay::relay_tapped(&mut from.leg, &mut to.leg, src, buf, len, on_rtcp, tap) {
             Ok(fwd) => {
-                let out = if fwd.via_rtcp_socket {
-                    &to.rtcp
+                slot.last_media = now;
+                let c = &mut slot.counters;
+                c[leg_i].packets_in += 1;
+                c[leg_i].bytes_in += len as u64;
+                c[1 - leg_i].packets_out += 1;
+                let (p, b) = if leg_i == 0 {
+                    (&self.stats.packets_a_to_b, &self.stats.bytes_a_to_b)
                 } else {
-                    &to.rtp
+                    (&self.stats.packets_b_to_a, &self.stats.bytes_b_to_a)
                 };
-                match out.send_to(&buf[..fwd.len], fwd.dest) {
-                    Ok(_) => {
-                        slot.last_media = now;
-                        let c = &mut slot.counters;
-                        c[leg_i].packets_in += 1;
-                        c[leg_i].bytes_in += len as u64;
-                        c[1 - leg_i].packets_out += 1;
-                        let (p, b) = if leg_i == 0 {
-                            (&self.stats.packets_a_to_b, &self.stats.bytes_a_to_b)
-                        } else {
-                            (&self.stats.packets_b_to_a, &self.stats.bytes_b_to_a)
-                        };
-                        p.fetch_add(1, Ordering::Relaxed);
-                        b.fetch_add(fwd.len as u64, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                p.fetch_add(1, Ordering::Relaxed);
+                b.fetch_add(fwd.len as u64, Ordering::Relaxed);
+                Some(Outgoing {
+                    token: token(slot_i, 1 - leg_i, fwd.via_rtcp_socket),
+                    len: fwd.len,
+                    dest: fwd.dest,
+                })
             }
             Err(relay::Drop::NoDestination)
                 if fork.is_some_and(|f| f.tap.playout_leg == Some(leg_i)) =>
@@ -625,24 +737,18 @@ impl Worker {
                 slot.last_media = now;
                 slot.counters[leg_i].packets_in += 1;
                 slot.counters[leg_i].bytes_in += len as u64;
+                None
             }
             Err(d) => {
                 slot.counters[leg_i].dropped += 1;
                 self.stats.drops[d as usize].fetch_add(1, Ordering::Relaxed);
+                None
             }
         }
     }
 
     fn drain_wake(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
-        let _ = unsafe {
-            libc::read(
-                self.wake.as_raw_fd(),
-                (&mut v as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        self.wake.drain();
     }
 
     /// Applies queued commands; returns false on shutdown.
@@ -710,16 +816,11 @@ impl Worker {
             self.slots.len() - 1
         });
         for (l, setup) in legs.iter().enumerate() {
-            let _ = self.epoll.ctl(
-                libc::EPOLL_CTL_ADD,
-                setup.rtp.as_raw_fd(),
-                token(i, l, false),
-            );
-            let _ = self.epoll.ctl(
-                libc::EPOLL_CTL_ADD,
-                setup.rtcp.as_raw_fd(),
-                token(i, l, true),
-            );
+            for (sock, rtcp) in [(&setup.rtp, false), (&setup.rtcp, true)] {
+                if let Err(e) = self.epoll.add(sock.as_raw_fd(), token(i, l, rtcp)) {
+                    tracing::error!(error = %e, "media worker: cannot watch a media socket");
+                }
+            }
         }
         self.slots[i] = Some(Slot {
             key,
@@ -824,15 +925,12 @@ impl Worker {
                     _ => false,
                 };
                 if due {
-                    let outcome = match self.slots.get_mut(i) {
-                        Some(Some(s)) => match s.legs[leg_i].dtls.as_mut() {
-                            Some(d) => d.on_timeout(now),
-                            None => DtlsOutcome::Pending,
-                        },
-                        _ => DtlsOutcome::Pending,
-                    };
-                    self.flush_dtls(i, leg_i);
-                    self.dtls_outcome(i, leg_i, outcome, now);
+                    if let Some(Some(s)) = self.slots.get_mut(i) {
+                        if let Some(d) = s.legs[leg_i].dtls.as_mut() {
+                            d.handle_timeout(now);
+                        }
+                    }
+                    self.drive_dtls(i, leg_i, now);
                 }
             }
             let running = match self.slots.get(i) {
@@ -867,26 +965,31 @@ impl Worker {
         let Some(d) = setup.dtls.as_mut() else {
             return;
         };
-        let (msg, rest) = buf.split_at_mut(len);
+        let msg = &buf[..len];
         if demux::classify(msg) == Kind::Stun {
-            match d.on_stun(src, msg, rest) {
-                Some(n) => {
-                    if setup.rtp.send_to(&rest[..n], src).is_err() {
-                        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // A peer that re-nominated after a handshake: DTLS answers go there.
-                    self.flush_dtls(slot_i, leg_i);
-                }
-                None => {
-                    slot.counters[leg_i].dropped += 1;
-                    self.stats.drops[Drop::Stun as usize].fetch_add(1, Ordering::Relaxed);
-                }
+            // An answered check goes out below; a re-nominating peer gets DTLS answers there.
+            if !d.handle_stun(src, msg) {
+                slot.counters[leg_i].dropped += 1;
+                self.stats.drops[Drop::Stun as usize].fetch_add(1, Ordering::Relaxed);
+                return;
             }
-            return;
+        } else {
+            d.handle_dtls(now, src, msg);
         }
-        let outcome = d.on_dtls(now, src, msg);
+        self.drive_dtls(slot_i, leg_i, now);
+    }
+
+    /// Drains a leg's DTLS core: sends what it queued, then acts on its events.
+    fn drive_dtls(&mut self, slot_i: usize, leg_i: usize, now: Instant) {
         self.flush_dtls(slot_i, leg_i);
-        self.dtls_outcome(slot_i, leg_i, outcome, now);
+        loop {
+            let event = match self.slots.get_mut(slot_i) {
+                Some(Some(s)) => s.legs[leg_i].dtls.as_mut().and_then(|d| d.poll_event()),
+                _ => None,
+            };
+            let Some(event) = event else { return };
+            self.dtls_event(slot_i, leg_i, event, now);
+        }
     }
 
     /// Sends what the leg's DTLS endpoint has queued.
@@ -898,17 +1001,16 @@ impl Worker {
         let Some(d) = setup.dtls.as_mut() else {
             return;
         };
-        while let Some((dgram, to)) = d.poll_transmit() {
-            if setup.rtp.send_to(&dgram, to).is_err() {
+        while let Some(t) = d.poll_transmit() {
+            if setup.rtp.send_to(t.contents, t.destination).is_err() {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    fn dtls_outcome(&mut self, slot_i: usize, leg_i: usize, outcome: DtlsOutcome, now: Instant) {
-        match outcome {
-            DtlsOutcome::Pending => {}
-            DtlsOutcome::Keyed {
+    fn dtls_event(&mut self, slot_i: usize, leg_i: usize, event: DtlsEvent, now: Instant) {
+        match event {
+            DtlsEvent::Keyed {
                 inbound,
                 outbound,
                 peer,
@@ -924,8 +1026,10 @@ impl Worker {
                 l.rtp_latch.set_signalled(Some(peer));
                 slot.last_media = now;
                 self.stats.dtls_ok.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(DTLS_HANDSHAKES, "result" => "ok").increment(1);
             }
-            DtlsOutcome::Failed(reason) => {
+            DtlsEvent::Failed(reason) => {
+                metrics::counter!(DTLS_HANDSHAKES, "result" => reason.label()).increment(1);
                 let Some(Some(slot)) = self.slots.get_mut(slot_i) else {
                     return;
                 };
@@ -969,12 +1073,8 @@ impl Worker {
         let i = self.by_key.remove(&key)?;
         let slot = self.slots.get_mut(i)?.take()?;
         for setup in &slot.legs {
-            let _ = self
-                .epoll
-                .ctl(libc::EPOLL_CTL_DEL, setup.rtp.as_raw_fd(), 0);
-            let _ = self
-                .epoll
-                .ctl(libc::EPOLL_CTL_DEL, setup.rtcp.as_raw_fd(), 0);
+            let _ = self.epoll.delete(setup.rtp.as_raw_fd());
+            let _ = self.epoll.delete(setup.rtcp.as_raw_fd());
         }
         self.free.push(i);
         self.stats.calls.fetch_sub(1, Ordering::Relaxed);

@@ -30,13 +30,7 @@ use super::validate::{inspect, inspect_response};
 mod agent;
 mod record;
 
-/// SIP requests received, by method.
-pub const SIP_REQUESTS: &str = "srtp_edge_sip_requests_total";
-/// SIP responses sent and relayed, by status code.
-pub const SIP_RESPONSES: &str = "srtp_edge_sip_responses_total";
-/// B2BUA calls ended, by outcome (`answered`, `rejected`, `cancelled`, `timeout`, `failed`,
-/// `plaintext`).
-pub const SIP_CALLS: &str = "srtp_edge_sip_calls_total";
+use crate::metrics::{SIP_CALLS, SIP_REQUESTS, SIP_RESPONSES};
 
 /// Timer B over a reliable transport: 64 * T1 (RFC 3261 17.1.1.2).
 pub const TIMER_B: Duration = Duration::from_secs(32);

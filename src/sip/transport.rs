@@ -22,18 +22,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::b2bua::{Action, B2bua, MediaPlane, Peer, SIP_RESPONSES};
+use super::b2bua::{Action, B2bua, MediaPlane, Peer};
 use super::framing::{Frame, Framer, Limits};
 use super::message::Message;
 use crate::redact::Redacted;
 
-/// Connections closed for hostile or excess input, by reason.
-pub const SIP_CONN_REFUSED: &str = "srtp_edge_sip_connections_refused_total";
-/// SIP messages dropped because the connection's send queue was full, by peer kind.
-pub const SIP_QUEUE_DROPS: &str = "srtp_edge_sip_send_queue_drops_total";
-/// Connections to route targets that could not be opened, by reason (`dns`, `connect`, `tls`,
-/// `timeout`); the calls waiting on them got 503.
-pub const SIP_ROUTE_FAILURES: &str = "srtp_edge_sip_route_failures_total";
+use crate::metrics::{SIP_CONN_REFUSED, SIP_QUEUE_DROPS, SIP_RESPONSES, SIP_ROUTE_FAILURES};
 
 /// TLS handshake limit.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
