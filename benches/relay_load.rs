@@ -8,10 +8,15 @@
 //! A, AES_CM_128_HMAC_SHA1_32 on B), so both relays must really decrypt and re-encrypt.
 //!
 //! Run: `cargo bench --bench relay_load -- [--calls 100,500,1000] [--secs 10]
-//! [--only srtp-edge|rtpengine] [--srtp-edge-bin PATH] [--media "io_uring = false; ..."]`
+//! [--only srtp-edge|rtpengine] [--srtp-edge-bin PATH] [--media "io_uring = false; ..."] [--record]`
 //!
 //! It also measures the machine's floor in the same run: a saturated plain UDP echo (recvfrom +
 //! sendto per packet, no crypto), before and after the relays, and prints srtp-edge / floor.
+//!
+//! `--record` records every call (`record-call` on the offer): srtp-edge seals both tracks
+//! (AES-256-GCM, `[recording] enabled`, key file provider), rtpengine writes them unencrypted
+//! (`--recording-method=pcap`); the report adds the disk bytes per recorded packet and per
+//! call-minute of each.
 //!
 //! The ng client, the SDP scanning and the bencode codec here are deliberately independent of
 //! srtp-edge's own (a few lines each), so the harness also checks that srtp-edge speaks ng the way
@@ -233,6 +238,8 @@ struct Relay {
     ng: SocketAddr,
     _dir: tempfile::TempDir,
     flags: &'static [&'static str],
+    /// Where its recordings go (`--record`).
+    rec_dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for Relay {
@@ -313,7 +320,13 @@ fn raise_nofile() -> u64 {
     r.rlim_cur
 }
 
-fn start_srtp_edge(workers: usize, bin: &str, calls: usize, media: &str) -> Result<Relay, String> {
+fn start_srtp_edge(
+    workers: usize,
+    bin: &str,
+    calls: usize,
+    media: &str,
+    record: bool,
+) -> Result<Relay, String> {
     let (port_min, port_max) = port_range(calls, (20000, 29999));
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ng: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
@@ -321,8 +334,13 @@ fn start_srtp_edge(workers: usize, bin: &str, calls: usize, media: &str) -> Resu
         "state_dir = {:?}\n[log]\nlevel = \"warn\"\n[sip]\nlisten = []\n[admin]\nlisten = []\n\
          [control]\nlisten = [\"{ng}\"]\n[media]\nport_min = {port_min}\nport_max = {port_max}\n\
          workers = {workers}\ntimeout_secs = 600\n\
-         suites = [\"AES_CM_128_HMAC_SHA1_80\", \"AES_CM_128_HMAC_SHA1_32\"]\n{media}\n",
-        dir.path().join("state").display().to_string()
+         suites = [\"AES_CM_128_HMAC_SHA1_80\", \"AES_CM_128_HMAC_SHA1_32\"]\n{media}\n{}",
+        dir.path().join("state").display().to_string(),
+        if record {
+            "[recording]\nenabled = true\nqueue_frames = 65536\n"
+        } else {
+            ""
+        }
     );
     let path = dir.path().join("srtp-edge.toml");
     std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
@@ -334,20 +352,30 @@ fn start_srtp_edge(workers: usize, bin: &str, calls: usize, media: &str) -> Resu
         .spawn()
         .map_err(|e| format!("srtp-edge: {e}"))?;
     wait_ng(ng, &mut child)?;
+    let rec_dir = record.then(|| dir.path().join("state/recordings"));
     Ok(Relay {
         name: "srtp-edge",
         child,
         ng,
         _dir: dir,
-        flags: &[],
+        flags: if record { &["record-call"] } else { &[] },
+        rec_dir,
     })
 }
 
-fn start_rtpengine(threads: usize, calls: usize) -> Result<Relay, String> {
+fn start_rtpengine(threads: usize, calls: usize, record: bool) -> Result<Relay, String> {
     let (port_min, port_max) = port_range(calls, (10000, 19999));
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ng: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
+    let rec_dir = dir.path().join("rec");
+    let mut rec_args = Vec::new();
+    if record {
+        std::fs::create_dir_all(&rec_dir).map_err(|e| e.to_string())?;
+        rec_args.push(format!("--recording-dir={}", rec_dir.display()));
+        rec_args.push("--recording-method=pcap".to_string());
+    }
     let mut child = Command::new("rtpengine")
+        .args(&rec_args)
         .args([
             "--foreground",
             "--config-file=none",
@@ -372,7 +400,8 @@ fn start_rtpengine(threads: usize, calls: usize) -> Result<Relay, String> {
         ng,
         _dir: dir,
         // Keep SDES on both sides; rtpengine picks its own keys per leg for the suites it offers.
-        flags: &[],
+        flags: if record { &["record-call"] } else { &[] },
+        rec_dir: record.then_some(rec_dir),
     })
 }
 
@@ -843,6 +872,7 @@ fn main() {
         .and_then(|x| x.parse().ok())
         .unwrap_or(if test_mode { 1 } else { 10 });
     let only = arg("--only");
+    let record = args.iter().any(|a| a == "--record");
     // Soak mode: print the relay's descriptors, RSS, CPU per packet and loss every N seconds.
     let sample_every = arg("--sample-secs")
         .and_then(|x| x.parse().ok())
@@ -876,9 +906,9 @@ fn main() {
                 continue;
             }
             let relay = if which == "srtp-edge" {
-                start_srtp_edge(cores, &bin, n, &media)
+                start_srtp_edge(cores, &bin, n, &media, record)
             } else {
-                start_rtpengine(cores, n)
+                start_rtpengine(cores, n, record)
             };
             let mut relay = match relay {
                 Ok(r) => r,
@@ -905,6 +935,22 @@ fn main() {
                         o.rate_reached * 100.0,
                         o.gen_cpu_percent
                     );
+                    if let Some(d) = &relay.rec_dir {
+                        // Let the writer seal the last chunks, then weigh what is on disk.
+                        std::thread::sleep(Duration::from_secs(2));
+                        let bytes = dir_bytes(d);
+                        // Per relayed packet (what reached the disk for what was relayed), and per
+                        // call-minute at the nominal 2 x 50 packets/s.
+                        let per_pkt = bytes as f64 / o.received.max(1) as f64;
+                        println!(
+                            "{:<10} calls={:<5} recordings on disk: {} bytes, {:.0} bytes per relayed packet, {:.0} bytes per call-minute",
+                            o.relay,
+                            n,
+                            bytes,
+                            per_pkt,
+                            per_pkt * 100.0 * 60.0
+                        );
+                    }
                     if o.rate_reached < 0.99 {
                         println!(
                             "  (the load generator reached only {:.1}% of the target rate)",
@@ -938,4 +984,23 @@ fn main() {
             );
         }
     }
+}
+
+/// Bytes of every file under `d`.
+fn dir_bytes(d: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }

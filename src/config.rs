@@ -274,6 +274,10 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     /// Where the B2BUA sends calls, matched in order.
     pub routes: Vec<RouteConfig>,
+    /// KEK providers and the key audit log (`[keys]`).
+    pub keys: crate::keys::config::KeysConfig,
+    /// Encrypted call recording (`[recording]`, off by default).
+    pub recording: crate::recording::config::RecordingConfig,
 }
 
 /// A SIP peer allowed to place calls through the B2BUA, recognised by its source address.
@@ -326,6 +330,10 @@ pub struct RouteConfig {
     pub media_keying: MediaKeying,
     /// Client certificate chain (PEM) presented to the target (mutual TLS), with its key.
     pub client_cert: Option<ClientCert>,
+    /// Record every call on this route (needs `[recording] enabled = true`).
+    pub record: bool,
+    /// The recording tenant of calls on this route (None: by trunk, else `recording.tenant`).
+    pub record_tenant: Option<String>,
 }
 
 /// A client certificate and key srtp-edge presents when it connects to a route target that
@@ -452,6 +460,8 @@ struct RawRoute {
     media_keying: String,
     client_cert_file: String,
     client_key_file: String,
+    record: bool,
+    record_tenant: String,
 }
 
 #[derive(Deserialize)]
@@ -549,6 +559,8 @@ const SECTIONS: &[&str] = &[
     "fork",
     "trunks",
     "routes",
+    "keys",
+    "recording",
 ];
 
 /// Where the state directory is when the config does not say: systemd's `$STATE_DIRECTORY`,
@@ -635,9 +647,14 @@ impl Config {
         let fork: crate::fork::config::RawFork = section(&table, "fork", &mut errs);
         let trunks: Vec<RawTrunk> = array_section(&table, "trunks", &mut errs);
         let routes: Vec<RawRoute> = array_section(&table, "routes", &mut errs);
+        let keys: crate::keys::config::RawKeys = section(&table, "keys", &mut errs);
+        let recording: crate::recording::config::RawRecording =
+            section(&table, "recording", &mut errs);
 
         let mut v = Validator { errs };
         let cfg = Config {
+            keys: crate::keys::config::validate(keys, &mut v.errs),
+            recording: crate::recording::config::validate(recording, &mut v.errs),
             state_dir: state_dir.unwrap_or_else(default_state_dir),
             log: v.log(log),
             tls: v.tls(tls),
@@ -1089,6 +1106,8 @@ impl Validator {
                         agent: Some(agent),
                         fork: None,
                         media_keying: MediaKeying::default(),
+                        record: r.record,
+                        record_tenant: self.record_tenant(&key, &r.record_tenant),
                     });
                 }
                 continue;
@@ -1197,9 +1216,26 @@ impl Validator {
                 fork: fork_name,
                 media_keying,
                 client_cert,
+                record: r.record,
+                record_tenant: self.record_tenant(&key, &r.record_tenant),
             });
         }
         out
+    }
+
+    /// A route's `record_tenant`, checked (empty: None).
+    fn record_tenant(&mut self, key: &str, t: &str) -> Option<String> {
+        if t.is_empty() {
+            return None;
+        }
+        if !crate::keys::valid_tenant(t) {
+            self.err(
+                format!("{key}.record_tenant"),
+                "must be 1-64 of A-Z a-z 0-9 . _ -",
+            );
+            return None;
+        }
+        Some(t.to_string())
     }
 
     /// The backend of an agent route (`agent = "name"` or `target = "wss://…"` naming a
@@ -1269,6 +1305,7 @@ impl Validator {
     }
 
     fn cross_checks(&mut self, cfg: &Config) {
+        self.errs.extend(crate::recording::config::cross_check(cfg));
         let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
         let tcp = cfg
             .sip

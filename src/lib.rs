@@ -4,8 +4,9 @@
 //! in pure, sans-IO modules that are tested with RFC vectors; sockets, timers and tasks live in a
 //! thin IO layer around them. See `DESIGN.md` in the shared design folder for the whole picture.
 //!
-//! `unsafe` code lives in two small modules only: the OpenSSL calls in `dtls::ffi` and the
-//! epoll/eventfd/io_uring syscalls in `media::sys`; everything else is checked by the compiler.
+//! `unsafe` code lives in three small modules only: the OpenSSL calls in `dtls::ffi`, the
+//! epoll/eventfd/io_uring syscalls in `media::sys`, and `flock`/uid calls in `keys::sys`;
+//! everything else is checked by the compiler.
 #![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 pub mod admin;
@@ -13,11 +14,13 @@ pub mod config;
 pub mod control;
 pub mod dtls;
 pub mod fork;
+pub mod keys;
 pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod notify;
 pub mod rand;
+pub mod recording;
 pub mod redact;
 pub mod sdp;
 pub mod side;

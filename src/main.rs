@@ -34,6 +34,27 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Encrypted call recordings: list, verify, export to WAV, shred, rewrap.
+    Recording {
+        #[command(flatten)]
+        config: srtp_edge::recording::cli::ConfigArg,
+        #[command(subcommand)]
+        cmd: srtp_edge::recording::cli::RecordingCmd,
+    },
+    /// The key audit log.
+    Audit {
+        #[command(flatten)]
+        config: srtp_edge::recording::cli::ConfigArg,
+        #[command(subcommand)]
+        cmd: srtp_edge::recording::cli::AuditCmd,
+    },
+    /// Key-encryption keys: list versions, rotate.
+    Keys {
+        #[command(flatten)]
+        config: srtp_edge::recording::cli::ConfigArg,
+        #[command(subcommand)]
+        cmd: srtp_edge::recording::cli::KeysCmd,
+    },
 }
 
 /// Exit code for configuration errors.
@@ -57,6 +78,9 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Recording { config, cmd } => srtp_edge::recording::cli::recording(&config, &cmd),
+        Command::Audit { config, cmd } => srtp_edge::recording::cli::audit(&config, &cmd),
+        Command::Keys { config, cmd } => srtp_edge::recording::cli::keys_cmd(&config, &cmd),
         Command::CheckConfig { config } => match load(Some(&config)) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -249,6 +273,8 @@ async fn run(cfg: Config) -> Result<(), String> {
         &handshake,
     )
     .map_err(|e| format!("DTLS configuration: {e}"))?;
+    let recorder =
+        srtp_edge::recording::daemon::start(&cfg, &calls, &engine, &mut tasks, &stop_rx)?;
     {
         let calls = calls.clone();
         let mut stop = stop_rx.clone();
@@ -412,6 +438,10 @@ async fn run(cfg: Config) -> Result<(), String> {
         let _ = t.join();
     }
     calls.clear();
+    if let Some(r) = recorder {
+        // The calls are gone, so every tap was dropped: the writer seals the final chunks.
+        r.shutdown();
+    }
     // Forks were told to stop with their calls: let them send `stop` and close 1000.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while srtp_edge::fork::client::running_forks() > 0 && std::time::Instant::now() < deadline {

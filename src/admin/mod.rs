@@ -173,7 +173,11 @@ fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                 state.metrics.render(),
             )
         }
-        "/posture" => response(StatusCode::OK, TEXT, state.posture.clone()),
+        "/posture" => response(
+            StatusCode::OK,
+            TEXT,
+            format!("{}{}", state.posture, crate::recording::posture::live()),
+        ),
         _ => response(StatusCode::NOT_FOUND, TEXT, ""),
     }
 }

@@ -94,6 +94,12 @@ pub enum Command {
     StartForwarding,
     /// Stop a call's fork (`stop forwarding`).
     StopForwarding,
+    /// Record a call (or resume a paused recording): `start recording`.
+    StartRecording,
+    /// Stop recording a call (`stop recording`; with flag `pause` or `pause=yes`: pause).
+    StopRecording,
+    /// Pause a call's recording, keeping its file open (`pause recording`).
+    PauseRecording,
 }
 
 impl Command {
@@ -108,6 +114,9 @@ impl Command {
             "statistics" => Command::Statistics,
             "start forwarding" | "start-forwarding" => Command::StartForwarding,
             "stop forwarding" | "stop-forwarding" => Command::StopForwarding,
+            "start recording" | "start-recording" => Command::StartRecording,
+            "stop recording" | "stop-recording" => Command::StopRecording,
+            "pause recording" | "pause-recording" => Command::PauseRecording,
             _ => return None,
         })
     }
@@ -244,6 +253,10 @@ pub struct Request {
     pub limit: Option<i64>,
     /// `fork`: the name of a configured fork backend (`[[fork.backends]]`), never a URL.
     pub fork: Option<String>,
+    /// `record-call` (`yes`/`on` or `no`/`off`), or the `record-call` flag (yes).
+    pub record_call: Option<bool>,
+    /// `pause` = `yes` (`stop recording` then pauses).
+    pub pause: bool,
     /// Keys this parser does not use, for a debug log.
     pub unknown: Vec<String>,
 }
@@ -263,6 +276,7 @@ impl fmt::Debug for Request {
             .field("sdes", &self.sdes)
             .field("rtcp_mux", &self.rtcp_mux)
             .field("fork", &self.fork)
+            .field("record_call", &self.record_call)
             .field("unknown", &self.unknown)
             .finish_non_exhaustive()
     }
@@ -319,6 +333,8 @@ impl Request {
             received_from: None,
             limit: None,
             fork: None,
+            record_call: None,
+            pause: false,
             unknown: Vec::new(),
         };
         for (k, val) in dict {
@@ -395,6 +411,19 @@ impl Request {
                     }
                     r.fork = Some(name);
                 }
+                "record-call" => {
+                    r.record_call = match text(val, "record-call")?.to_ascii_lowercase().as_str() {
+                        "yes" | "on" | "true" => Some(true),
+                        "no" | "off" | "false" => Some(false),
+                        _ => return Err(NgError::Invalid("record-call")),
+                    };
+                }
+                "pause" => {
+                    r.pause = matches!(
+                        text(val, "pause")?.to_ascii_lowercase().as_str(),
+                        "yes" | "on" | "true"
+                    );
+                }
                 "limit" => {
                     let n = val.as_int().ok_or(NgError::Invalid("limit"))?;
                     if n < 0 {
@@ -408,6 +437,12 @@ impl Request {
                     }
                 }
             }
+        }
+        if r.record_call.is_none() && r.has_flag("record-call") {
+            r.record_call = Some(true);
+        }
+        if r.has_flag("pause") {
+            r.pause = true;
         }
         r.check_required()?;
         Ok(r)
@@ -437,7 +472,12 @@ impl Request {
                     return Err(NgError::Missing("No fork backend in message"));
                 }
             }
-            Command::Delete | Command::Query | Command::StopForwarding => {
+            Command::Delete
+            | Command::Query
+            | Command::StopForwarding
+            | Command::StartRecording
+            | Command::StopRecording
+            | Command::PauseRecording => {
                 if self.call_id.is_none() {
                     return Err(NgError::Missing("No call-id in message"));
                 }

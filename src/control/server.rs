@@ -180,6 +180,9 @@ impl NgServer {
                     Err(e) => ng::reply_error(&e.ng_reason()),
                 },
             },
+            Command::StartRecording | Command::StopRecording | Command::PauseRecording => {
+                crate::recording::ng::execute(&self.calls, req)
+            }
         }
     }
 
@@ -238,14 +241,20 @@ impl NgServer {
             self.calls.answer(&n)
         };
         match result {
-            Ok(sdp) => match req.fork.as_deref() {
-                None => ng::reply_sdp(&sdp),
-                // The call is anchored either way; a refused fork is a warning, not an error.
-                Some(name) => match self.calls.start_fork(call_id, name, ForkMode::Fork) {
-                    Ok(_) => ng::reply_sdp(&sdp),
-                    Err(e) => ng::reply_sdp_warning(&sdp, &e.ng_reason()),
-                },
-            },
+            Ok(sdp) => {
+                // The call is anchored either way; a refused fork or recording is a warning.
+                let fork_warning = req.fork.as_deref().and_then(|name| {
+                    self.calls
+                        .start_fork(call_id, name, ForkMode::Fork)
+                        .err()
+                        .map(|e| e.ng_reason())
+                });
+                let record_warning = crate::recording::ng::record_call(&self.calls, req, call_id);
+                match fork_warning.or(record_warning) {
+                    None => ng::reply_sdp(&sdp),
+                    Some(w) => ng::reply_sdp_warning(&sdp, &w),
+                }
+            }
             Err(e) => {
                 tracing::info!(error = %e, "ng {} refused", command_label(req.command));
                 ng::reply_error(&e.ng_reason())
@@ -291,6 +300,9 @@ fn command_label(c: Command) -> &'static str {
         Command::Statistics => "statistics",
         Command::StartForwarding => "start_forwarding",
         Command::StopForwarding => "stop_forwarding",
+        Command::StartRecording => "start_recording",
+        Command::StopRecording => "stop_recording",
+        Command::PauseRecording => "pause_recording",
     }
 }
 

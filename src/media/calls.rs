@@ -450,6 +450,8 @@ pub struct Calls {
     hangups: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
     agent_events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<AgentEvent>>>,
     dtls: Option<DtlsContext>,
+    /// The recorder, when recording is enabled (told of every applied answer).
+    recorder: std::sync::OnceLock<Arc<crate::recording::Recorder>>,
 }
 
 /// How calls have ended since start (ng `statistics`).
@@ -561,6 +563,7 @@ impl Calls {
             hangups: Mutex::new(None),
             agent_events: Mutex::new(None),
             dtls,
+            recorder: std::sync::OnceLock::new(),
         })
     }
 
@@ -1167,6 +1170,7 @@ impl Calls {
         self.retune_fork(n.call_id, call);
         tracing::debug!(call = %Redacted(n.call_id), suites = ?[call.legs[0].suite, call.legs[1].suite], "answer applied");
         let key = call.key;
+        let codec = call.codec.clone();
         if fork_now {
             // The fork asked for at the offer starts now that the codec is known; a refusal
             // (codec) is logged and the call itself goes on.
@@ -1176,6 +1180,9 @@ impl Calls {
             }
         }
         drop(table);
+        if let Some(r) = self.recorder.get() {
+            r.answered(n.call_id, key, codec.as_ref());
+        }
         // A barrier: the worker handles commands in order, so once it answers this query the
         // new keys are in place, and the first packet a peer sends after our reply is relayed.
         let _ = self
@@ -1571,6 +1578,26 @@ impl Calls {
             tls_id: d.tls_id.clone(),
             ice,
         }))
+    }
+
+    /// Hands the call table the recorder (once, at start): it is told of every applied answer.
+    pub fn set_recorder(&self, r: Arc<crate::recording::Recorder>) {
+        let _ = self.recorder.set(r);
+    }
+
+    /// The recorder, when recording is enabled.
+    pub fn recorder(&self) -> Option<&Arc<crate::recording::Recorder>> {
+        self.recorder.get()
+    }
+
+    /// What the recorder needs of a call: its worker key and its codec (None before the answer).
+    pub fn recording_target(
+        &self,
+        call_id: &str,
+    ) -> Result<(u64, Option<Result<CallCodec, String>>), CallError> {
+        let table = lock(&self.table);
+        let call = table.get(call_id).ok_or(CallError::UnknownCall)?;
+        Ok((call.key, call.codec.clone()))
     }
 
     /// Ends every call (shutdown).

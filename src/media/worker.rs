@@ -283,6 +283,18 @@ pub enum Command {
         /// Where to send the counters (None if the call or its fork was unknown).
         reply: Sender<Option<ForkStats>>,
     },
+    /// Attach a recording tap to a call (replacing any previous one, whose recording ends).
+    Record {
+        /// Call key.
+        key: u64,
+        /// The tap (see [`crate::recording::RecordTap`]).
+        tap: Box<crate::recording::RecordTap>,
+    },
+    /// Detach a call's recording tap: its recording gets its final chunk.
+    Unrecord {
+        /// Call key.
+        key: u64,
+    },
     /// Report a call's counters.
     Query {
         /// Call key.
@@ -341,6 +353,8 @@ struct Slot {
     counters: [LegCounters; 2],
     last_media: Instant,
     fork: Option<SlotFork>,
+    /// The call's recording tap, if it is recorded (dropped with the slot: the recording ends).
+    record: Option<Box<crate::recording::RecordTap>>,
 }
 
 /// The handle the control plane keeps for a worker.
@@ -687,9 +701,13 @@ impl Worker {
         let [a, b] = &mut slot.legs;
         let (from, to) = if leg_i == 0 { (a, b) } else { (b, a) };
         let fork = slot.fork.as_ref();
+        let record = slot.record.as_deref();
         let tap = |pkt: &[u8]| {
             if let Some(f) = fork {
                 f.tap(leg_i, pkt);
+            }
+            if let Some(r) = record {
+                r.tap(leg_i, pkt, now);
             }
         };
         match relay::relay_tapped(&mut from.leg, &mut to.leg, src, buf, len, on_rtcp, tap) {
@@ -766,6 +784,16 @@ impl Worker {
                 Command::Unfork { key, reply } => {
                     let _ = reply.send(self.unfork(key));
                 }
+                Command::Record { key, tap } => {
+                    if let Some(s) = self.slot_mut(key) {
+                        s.record = Some(tap);
+                    }
+                }
+                Command::Unrecord { key } => {
+                    if let Some(s) = self.slot_mut(key) {
+                        s.record = None;
+                    }
+                }
                 Command::Query { key, reply } => {
                     let c = self
                         .by_key
@@ -801,9 +829,16 @@ impl Worker {
             counters: Default::default(),
             last_media: now,
             fork: None,
+            record: None,
         });
         self.by_key.insert(key, i);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn slot_mut(&mut self, key: u64) -> Option<&mut Slot> {
+        self.by_key
+            .get(&key)
+            .and_then(|&i| self.slots.get_mut(i)?.as_mut())
     }
 
     fn update(&mut self, key: u64, leg: usize, u: LegUpdate) {

@@ -46,6 +46,7 @@ mod expiry;
 mod in_dialog;
 pub mod media_plane;
 mod output;
+mod record;
 mod request;
 mod response;
 mod setup;

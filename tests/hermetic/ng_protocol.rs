@@ -68,7 +68,9 @@ fn kamailio_offer_parses_with_both_spellings() {
             RtcpMuxOption::Other("bogus".into())
         ]
     );
-    assert_eq!(r.unknown, ["record-call"]);
+    // `record call` is understood (recording, issue 13): "no" leaves the call unrecorded.
+    assert_eq!(r.record_call, Some(false));
+    assert!(r.unknown.is_empty(), "{:?}", r.unknown);
     assert!(!refuses_plaintext(&r));
     let dbg = format!("{r:?}");
     assert!(

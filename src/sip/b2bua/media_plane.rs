@@ -41,6 +41,10 @@ pub trait MediaPlane {
     fn fork(&self, _call_id: &str, _backend: &str, _meta: ForkMeta) -> Result<(), CallError> {
         Err(CallError::UnknownForkBackend)
     }
+    /// Records the call (a route with `record = true`), from the answer on.
+    fn record(&self, _call_id: &str, _req: crate::recording::RecordRequest) -> Result<(), String> {
+        Err("recording is not enabled".into())
+    }
 }
 
 impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
@@ -69,6 +73,9 @@ impl<T: MediaPlane> MediaPlane for std::sync::Arc<T> {
     }
     fn fork(&self, call_id: &str, backend: &str, meta: ForkMeta) -> Result<(), CallError> {
         (**self).fork(call_id, backend, meta)
+    }
+    fn record(&self, call_id: &str, req: crate::recording::RecordRequest) -> Result<(), String> {
+        (**self).record(call_id, req)
     }
 }
 
@@ -99,5 +106,11 @@ impl MediaPlane for crate::media::calls::Calls {
     fn fork(&self, call_id: &str, backend: &str, meta: ForkMeta) -> Result<(), CallError> {
         self.start_fork_with(call_id, backend, crate::fork::ForkMode::Fork, meta)
             .map(|_| ())
+    }
+    fn record(&self, call_id: &str, req: crate::recording::RecordRequest) -> Result<(), String> {
+        let r = self.recorder().ok_or("recording is not enabled")?;
+        r.request(self, call_id, req)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }

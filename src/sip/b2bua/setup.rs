@@ -85,6 +85,7 @@ impl<M: MediaPlane> B2bua<M> {
             Err(e) => return self.offer_refused(peer, &req, &our_tag, &key, &e),
         };
         self.start_route_fork(&key, adm.route, &req);
+        self.start_route_recording(&key, adm.route, &adm.trunk_name, &req);
         let Some((b_leg, invite)) = self.callee_leg(&key, adm.route, &req, &adm.from, sdp) else {
             self.media.delete(&key);
             self.refuse(peer, &req, &our_tag, 500, Outcome::Failed);
